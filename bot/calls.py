@@ -1,0 +1,151 @@
+"""One AI call, budgeted: clamp, reserve, call, settle, record; then the next model on failure.
+
+Every attempt becomes exactly one ai_request row (DESIGN invariant 3), and a reservation is
+always settled or released, whatever happens to the call (invariant 2).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from bot.turn import Turn
+from budget.ledger import Reservation
+from budget.money import ZERO, from_nano
+from budget.records import AIRequest, Kind, Status
+from budget.rules import Meter, Unit, output_cap, remaining
+from budget.tokens import Counted
+from providers.base import CompletionRequest, CompletionResult, ProviderError, Usage
+from providers.catalog import ModelSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The answer, or why there is none: ``over_budget`` (nothing could be paid for) or not."""
+
+    result: CompletionResult | None
+    spec: ModelSpec | None
+    cost: Decimal
+    over_budget: bool
+
+
+async def call_chain(
+    turn: Turn, chain: Sequence[ModelSpec], prompt: Sequence[Counted], kind: Kind, wanted: int
+) -> Outcome:
+    """Try each model of the chain in order until one answers within budget."""
+    over_budget = False
+    for spec in chain:
+        held = await _reserve(turn, spec, prompt, wanted)
+        if held is None:
+            over_budget = True
+            continue
+        outcome = await _attempt(turn, spec, prompt, kind, *held)
+        if outcome is not None:
+            return outcome
+        over_budget = False  # a provider failed: that is not a budget problem
+    return Outcome(None, None, ZERO, over_budget)
+
+
+def exempt(turn: Turn) -> bool:
+    """Admins skip their own limits only when ADMINS_EXEMPT is set; the bot's never."""
+    return turn.is_admin and turn.deps.settings.admins_exempt
+
+
+async def _reserve(
+    turn: Turn, spec: ModelSpec, prompt: Sequence[Counted], wanted: int
+) -> tuple[Reservation, int] | None:
+    d = turn.deps
+    meters = turn.meters
+    for _ in range(2):
+        plan = _plan(turn, spec, prompt, meters, wanted)
+        if plan is None:
+            return None
+        input_tokens, cap, worst = plan
+        reservation = await d.budget.reserve(meters, worst, input_tokens + cap, turn.now)
+        if reservation is not None:
+            return reservation, cap
+        # Another message of this user took the money since the meters were read: read again.
+        meters = await d.budget.meters(turn.user, turn.now, exempt=exempt(turn))
+    return None
+
+
+def _plan(
+    turn: Turn, spec: ModelSpec, prompt: Sequence[Counted], meters: Sequence[Meter], wanted: int
+) -> tuple[int, int, Decimal] | None:
+    """(input tokens, max_tokens, worst-case cost), or None if not even the minimum reply fits."""
+    d = turn.deps
+    input_tokens = d.counter.prompt_tokens(prompt, spec.model)
+    usd_left = remaining(meters, Unit.USD)
+    affordable = (
+        None if usd_left is None else d.prices.max_output_tokens(spec.model, input_tokens, from_nano(usd_left))
+    )
+    cap = output_cap(
+        input_tokens=input_tokens, wanted=wanted, tokens_left=remaining(meters, Unit.TOKENS), affordable=affordable
+    )
+    if cap < min(d.settings.min_reply_tokens, wanted):
+        return None
+    return input_tokens, cap, d.prices.worst_case(spec.model, input_tokens, cap)
+
+
+async def _attempt(
+    turn: Turn, spec: ModelSpec, prompt: Sequence[Counted], kind: Kind, reservation: Reservation, cap: int
+) -> Outcome | None:
+    d = turn.deps
+    started = time.perf_counter()
+    try:
+        result = await d.router.provider(spec).complete(
+            CompletionRequest(spec.model, [c.message for c in prompt], cap)
+        )
+    except ProviderError as error:
+        cost = d.prices.cost(spec.model, error.usage)
+        await d.budget.settle(reservation, cost, error.usage.total_tokens)
+        d.router.failed(spec, time.time(), error.retry_after)
+        await _record(turn, spec, kind, Status.ERROR, error.usage, cost, started, error=str(error))
+        d.log.warning("call failed, trying the next model: %s", error)
+        return None
+    except BaseException:
+        await d.budget.release(reservation)  # cancelled or crashed mid-call: give the money back
+        raise
+    cost = d.prices.cost(spec.model, result.usage)
+    await d.budget.settle(reservation, cost, result.usage.total_tokens)
+    d.router.succeeded(spec)
+    await _record(turn, spec, kind, Status.OK, result.usage, cost, started)
+    return Outcome(result, spec, cost, over_budget=False)
+
+
+async def _record(
+    turn: Turn,
+    spec: ModelSpec,
+    kind: Kind,
+    status: Status,
+    usage: Usage,
+    cost: Decimal,
+    started: float,
+    *,
+    error: str | None = None,
+) -> None:
+    await turn.deps.db.record(
+        [
+            AIRequest(
+                request_id=uuid.uuid4().hex,
+                created_at=turn.now,
+                user_key=turn.user,
+                channel=turn.inbound.channel,
+                message_id=turn.inbound.message_id,
+                kind=kind,
+                provider=spec.provider,
+                model=spec.model,
+                status=status,
+                usage=usage,
+                cost=cost,
+                latency_ms=int((time.perf_counter() - started) * 1000),
+                tier=spec.tier.value,
+                complexity=turn.complexity.value if turn.complexity else None,
+                error=error,
+                reason=turn.outcomes.get("choose"),
+            )
+        ]
+    )

@@ -1,0 +1,63 @@
+"""The path of one message, in one place, top to bottom (DESIGN: "The path of one message")."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from functools import partial
+
+from bot import stages
+from bot.turn import Deps, Inbound, Next, Stage, Turn
+
+STAGES: tuple[Stage, ...] = (
+    stages.dedupe,  # first: a redelivered message must cost nothing, not even a rate-limit slot
+    stages.command,  # commands need no budget and must work when the budget is gone
+    stages.rate_limit,  # before budget work: a flood costs one counter update a message
+    stages.budget_gate,  # block or warn before anything is spent
+    stages.classify_message,  # complexity and budget state pick the tier, which the cache key needs
+    stages.cache,  # a hit ends here at no cost; after the answer, stores it if it had no history
+    stages.context,  # the prompt (folding old turns); after the answer, stores the exchange
+    stages.choose,  # the fallback chain for the tier, by health and price
+    stages.answer,  # reserve, call, settle, record, for each model until one answers
+)
+
+
+async def _end(turn: Turn) -> Turn:
+    return turn
+
+
+def wrap(chain: Sequence[Stage]) -> Next:
+    """Nest the stages so that each one's ``next`` is the one after it."""
+    handler: Next = _end
+    for stage in reversed(chain):
+        handler = partial(stage, next=handler)
+    return handler
+
+
+class Pipeline:
+    """Runs inbound messages through the stages."""
+
+    def __init__(self, deps: Deps, chain: Sequence[Stage] = STAGES) -> None:
+        self.deps = deps
+        self._run = wrap(chain)
+
+    async def handle(self, inbound: Inbound) -> Turn:
+        d = self.deps
+        turn = Turn(
+            inbound=inbound,
+            deps=d,
+            now=d.clock(),
+            request_id=uuid.uuid4().hex[:12],
+            is_admin=inbound.user_key in d.settings.admin_user_ids,
+        )
+        turn = await self._run(turn)
+        d.log.info(
+            "message handled",
+            extra={"request_id": turn.request_id, "user": turn.user, "outcomes": turn.outcomes, "cost": str(turn.cost)},
+        )
+        return turn
+
+    async def done(self, turn: Turn) -> None:
+        """Mark the inbound message handled, once its replies were sent."""
+        ib = turn.inbound
+        await self.deps.db.finish_inbox(ib.channel, ib.message_id, self.deps.clock())

@@ -1,0 +1,109 @@
+"""Settings, read once at start-up from the environment and ``.env`` and passed in.
+
+A bad value stops the bot with one line per problem naming the variable (``describe_errors``).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Money = Annotated[Decimal, Field(ge=0, decimal_places=9)]
+
+
+class Settings(BaseSettings):
+    """Every setting pennybot reads; ``.env.example`` documents each one."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True
+    )
+
+    # Budgets
+    user_monthly_limit: Money | None = Decimal(10)
+    cost_daily_limit: Money | None = None
+    token_daily_limit: Annotated[int, Field(gt=0)] | None = None
+    token_monthly_limit: Annotated[int, Field(gt=0)] | None = None
+    global_monthly_limit: Money | None = Decimal(100)
+    global_daily_limit: Money | None = None
+    warning_threshold: Annotated[Decimal, Field(gt=0, le=1)] = Decimal("0.8")
+    critical_threshold: Annotated[Decimal, Field(gt=0, le=1)] = Decimal("0.95")
+    budget_timezone: str = "UTC"
+    admin_user_ids: Annotated[frozenset[str], NoDecode] = frozenset()
+    admins_exempt: bool = False
+
+    # Cache and rate limit
+    cache_ttl: Annotated[int, Field(gt=0)] = 3600
+    max_cache_size: Annotated[int, Field(gt=0)] = 1000
+    rate_limit_per_minute: Annotated[int, Field(gt=0)] = 50
+
+    # Stores
+    database_url: str = "sqlite:///pennybot.db"
+    redis_url: str = "memory://"
+
+    # Providers
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
+    llm_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    llm_max_retries: Annotated[int, Field(ge=0, le=10)] = 1
+    model_catalog: list[dict[str, Any]] | None = None
+    simulated_latency_ms: Annotated[int, Field(ge=0)] = 0
+
+    # Replies and context
+    system_prompt: str = "You are pennybot, a helpful assistant. Answer clearly and briefly."
+    min_reply_tokens: Annotated[int, Field(gt=0)] = 64
+    max_reply_tokens: Annotated[int, Field(gt=0)] = 1024
+    context_token_cap: Annotated[int, Field(ge=1000)] = 8000
+    texts_file: Path | None = None
+
+    @field_validator("admin_user_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("budget_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _order(self) -> Settings:
+        if self.warning_threshold >= self.critical_threshold:
+            raise ValueError("WARNING_THRESHOLD must be below CRITICAL_THRESHOLD")
+        if self.min_reply_tokens > self.max_reply_tokens:
+            raise ValueError("MIN_REPLY_TOKENS must not exceed MAX_REPLY_TOKENS")
+        return self
+
+    @property
+    def providers_on(self) -> list[str]:
+        """The real providers with a key; none means the simulated one answers."""
+        return [n for n, k in (("openai", self.openai_api_key), ("anthropic", self.anthropic_api_key)) if k]
+
+
+def describe_errors(error: ValidationError) -> str:
+    """One line per bad setting: the variable's name and what is wrong, never its value when
+    the value may be a secret."""
+    lines = []
+    for e in error.errors():
+        name = "_".join(str(p) for p in e["loc"]).upper() or "SETTINGS"
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        lines.append(f"{name}: {msg}" if name != "SETTINGS" else msg)
+    return "; ".join(lines)
+
+
+def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
+    """Read the settings once. ``overrides`` win over the environment (tests, CLI flags)."""
+    return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+

@@ -1,0 +1,242 @@
+"""The pipeline's stages, one job each, in the order bot.pipeline lists them.
+
+A stage ends the chain by returning without calling ``next`` (duplicate, rate-limited, over budget,
+cache hit) and does follow-up work after ``await next(turn)`` (cache store, conversation store).
+"""
+
+from __future__ import annotations
+
+import uuid
+from bot import commands
+from bot.calls import call_chain, exempt
+from bot.turn import Next, Turn
+from budget.cache import CachedAnswer
+from budget.complexity import Complexity, classify
+from budget.context import extractive_summary, turns_to_fold
+from budget.queries import is_self_contained, normalize_query
+from budget.records import AIRequest, Conversation, Kind, Status
+from budget.rules import Level, Meter, Scope, gate
+from budget.tokens import Counted
+from providers.base import ChatMessage, Usage
+from providers.catalog import Tier
+from providers.simulated import SUMMARY_MARKER
+
+TIER_FOR = {Complexity.SIMPLE: Tier.CHEAP, Complexity.MEDIUM: Tier.STANDARD, Complexity.COMPLEX: Tier.PREMIUM}
+SUMMARY_PREFIX = "Summary of the earlier conversation:\n"
+SUMMARY_SYSTEM = (
+    SUMMARY_MARKER + " below in a few short lines. Keep names, numbers, decisions and open "
+    "questions; drop small talk. Write only the summary."
+)
+
+
+def reset_time(turn: Turn, meter: Meter) -> str:
+    return meter.window.end.strftime("%Y-%m-%d %H:%M ") + turn.deps.settings.budget_timezone
+
+
+async def dedupe(turn: Turn, next: Next) -> Turn:
+    """A platform message seen before is dropped: no reply, no charge (invariant 4)."""
+    ib = turn.inbound
+    payload = {"chat_id": ib.chat_id, "user_id": ib.user_id, "text": ib.text, "kind": ib.kind}
+    if not await turn.deps.db.claim_inbox(ib.channel, ib.message_id, turn.user, payload, turn.now):
+        turn.outcome("dedupe", "duplicate")
+        return turn
+    return await next(turn)
+
+
+async def command(turn: Turn, next: Next) -> Turn:
+    """Slash commands answer directly and never reach an AI model."""
+    if not turn.inbound.text.startswith("/"):
+        return await next(turn)
+    turn.replies.append(await commands.run(turn))
+    turn.outcome("command", turn.inbound.text.split()[0])
+    return turn
+
+
+async def rate_limit(turn: Turn, next: Next) -> Turn:
+    """Before any budget work, so a flood costs one counter update a message."""
+    wait = await turn.deps.limiter.wait_time(turn.user, turn.now.timestamp())
+    if wait:
+        turn.replies.append(turn.deps.texts.rate_limited.format(seconds=wait))
+        turn.outcome("rate_limit", f"wait {wait}s")
+        return turn
+    return await next(turn)
+
+
+async def budget_gate(turn: Turn, next: Next) -> Turn:
+    """Below the warning threshold go on; from it warn once a period and move to the cheap tier;
+    from the critical threshold answer with the block text and when it resets."""
+    d = turn.deps
+    turn.meters = await d.budget.meters(turn.user, turn.now, exempt=exempt(turn))
+    decision = gate(turn.meters, d.thresholds)
+    turn.level = decision.level
+    meter = decision.meter
+    if meter is None or decision.level is Level.OK:
+        turn.outcome("budget", "ok")
+        return await next(turn)
+    assert meter.limit is not None
+    words = {"period": "daily" if meter.period.value == "day" else "monthly", "reset": reset_time(turn, meter)}
+    if decision.level is Level.BLOCK:
+        text = d.texts.blocked_user if meter.scope is Scope.USER else d.texts.blocked_global
+        turn.replies.append(text.format(**words))
+        turn.outcome("budget", f"blocked {meter.scope.value} {meter.period.value}")
+        return turn
+    if await d.hot.set_once(f"pb:{{{turn.user}}}:warned:{meter.key}", ttl_s=40 * 86_400):
+        text = d.texts.warn_user if meter.scope is Scope.USER else d.texts.warn_global
+        turn.notices.append(text.format(percent=int(100 * meter.used / meter.limit), **words))
+    turn.outcome("budget", f"warn {meter.scope.value} {meter.period.value}")
+    return await next(turn)
+
+
+async def classify_message(turn: Turn, next: Next) -> Turn:
+    """Complexity picks the tier; a budget warning moves every message to the cheap tier."""
+    turn.complexity = classify(turn.inbound.text)
+    turn.tier = Tier.CHEAP if turn.level is Level.WARN else TIER_FOR[turn.complexity]
+    return await next(turn)
+
+
+async def cache(turn: Turn, next: Next) -> Turn:
+    """Serve a self-contained question answered before; store answers made with no history."""
+    d = turn.deps
+    turn.conversation = conv = await d.db.conversation(turn.user)
+    starts = not conv.turns and conv.summary is None
+    if not (starts or is_self_contained(turn.inbound.text)):
+        turn.outcome("cache", "not self-contained")
+        return await next(turn)
+    assert turn.tier is not None
+    key = d.cache.key(normalize_query(turn.inbound.text), d.persona, turn.tier.value)
+    hit = await d.cache.get(key, turn.now.timestamp())
+    if hit is not None:
+        await _record_hit(turn, hit)
+        turn.answer = hit.text
+        turn.replies.extend([*turn.notices, hit.text])
+        turn.outcome("cache", "hit")
+        await _remember(turn)
+        return turn
+    turn.outcome("cache", "miss")
+    turn = await next(turn)
+    if turn.answer is not None and turn.answered_by is not None and not turn.history_in_prompt:
+        answer = CachedAnswer(turn.answer, turn.cost, turn.answered_by.provider, turn.answered_by.model)
+        await d.cache.put(key, answer, turn.now.timestamp())
+    return turn
+
+
+async def _record_hit(turn: Turn, hit: CachedAnswer) -> None:
+    await turn.deps.db.record(
+        [
+            AIRequest(
+                request_id=uuid.uuid4().hex, created_at=turn.now, user_key=turn.user,
+                channel=turn.inbound.channel, message_id=turn.inbound.message_id, kind=Kind.ANSWER,
+                provider=hit.provider, model=hit.model, status=Status.CACHED, usage=Usage(),
+                saved=hit.cost, tier=turn.tier.value if turn.tier else None,
+                complexity=turn.complexity.value if turn.complexity else None, reason="cache hit",
+            )
+        ]
+    )
+
+
+async def context(turn: Turn, next: Next) -> Turn:
+    """Build the prompt (system, summary, unfolded turns, new message), folding old turns into
+    the summary when there are too many or they pass the token cap; store the exchange after."""
+    d = turn.deps
+    turn.message = message = d.counter.count(ChatMessage("user", turn.inbound.text))
+    limit = d.policy.token_cap // 2
+    if message.tokens > limit:
+        turn.replies.append(d.texts.too_long.format(tokens=message.tokens, limit=limit))
+        turn.outcome("context", "too long")
+        return turn
+    conv = turn.conversation or await d.db.conversation(turn.user)
+    overhead = 4  # per message: 3 framing tokens and the role
+    fixed = d.system.tokens + message.tokens + 2 * overhead + 3
+    n = turns_to_fold(
+        [t.tokens + overhead for t in conv.turns], fixed,
+        conv.summary.tokens + overhead if conv.summary else 0, d.policy,
+    )
+    seen = f"{len(conv.turns)} turns{', summary' if conv.summary else ''}"
+    if n:
+        conv = await _fold(turn, conv, n)
+    history = ([conv.summary] if conv.summary else []) + conv.turns
+    turn.prompt = [d.system] + [
+        Counted(ChatMessage("system" if t.role == "summary" else t.role, t.content), t.tokens, t.size)
+        for t in history
+    ] + [message]
+    turn.history_in_prompt = bool(history)
+    turn.outcome("context", seen + (f", folded {n}" if n else ""))
+    turn = await next(turn)
+    await _remember(turn)
+    return turn
+
+
+async def _remember(turn: Turn) -> None:
+    """Store the exchange, counted once, so later turns never re-encode it."""
+    if turn.answer is None:
+        return
+    d = turn.deps
+    message = turn.message or d.counter.count(ChatMessage("user", turn.inbound.text))
+    reply = d.counter.count(ChatMessage("assistant", turn.answer))
+    await d.db.add_turns(
+        turn.user,
+        [("user", message.message.content, message.tokens, message.size),
+         ("assistant", reply.message.content, reply.tokens, reply.size)],
+        turn.now,
+    )
+
+
+async def _fold(turn: Turn, conv: Conversation, n: int) -> Conversation:
+    """Fold the oldest n turns into the summary, by the cheapest model; if none can be paid
+    for or none answers, by an extractive summary, so no turn is ever dropped (invariant 9)."""
+    d = turn.deps
+    old = conv.turns[:n]
+    previous = conv.summary.content.removeprefix(SUMMARY_PREFIX) if conv.summary else None
+    transcript = "\n".join(f"{'User' if t.role == 'user' else 'Assistant'}: {t.content}" for t in old)
+    source = (f"Earlier summary:\n{previous}\n\n" if previous else "") + transcript
+    prompt = [d.counter.count(ChatMessage("system", SUMMARY_SYSTEM)), d.counter.count(ChatMessage("user", source))]
+    chain = d.router.chain(Tier.CHEAP, turn.now.timestamp())
+    outcome = await call_chain(turn, chain, prompt, Kind.SUMMARY, d.policy.summary_tokens)
+    text = outcome.result.text if outcome.result else extractive_summary(previous, [(t.role, t.content) for t in old])
+    turn.cost += outcome.cost
+    summary = d.counter.count(ChatMessage("system", SUMMARY_PREFIX + text))
+    stored = await d.db.fold(
+        turn.user, [t.id for t in old], (summary.message.content, summary.tokens, summary.size), turn.now
+    )
+    return Conversation(stored, conv.turns[n:])
+
+
+async def choose(turn: Turn, next: Next) -> Turn:
+    """The fallback chain for the tier, healthy providers first, cheapest first; logged with why."""
+    d = turn.deps
+    assert turn.tier is not None
+    turn.chain = d.router.chain(turn.tier, turn.now.timestamp())
+    first = turn.chain[0]
+    reason = (
+        f"complexity={turn.complexity} budget={turn.level.name.lower()} tier={turn.tier} "
+        f"-> {first.name} ({'healthy' if d.router.healthy(first.provider, turn.now.timestamp()) else 'all in cooldown'}"
+        f", cheapest of its tier)"
+    )
+    turn.outcome("choose", reason)
+    d.log.info("choice: %s", reason)
+    return await next(turn)
+
+
+async def answer(turn: Turn, next: Next) -> Turn:
+    """Call the chain; the reply is the answer, or the over-budget or unavailable text."""
+    d = turn.deps
+    outcome = await call_chain(turn, turn.chain, turn.prompt, Kind.ANSWER, d.settings.max_reply_tokens)
+    if outcome.result is None:
+        if outcome.over_budget:
+            month = user_month_meter(turn)
+            turn.replies.append(d.texts.over_budget.format(reset=reset_time(turn, month)))
+            turn.outcome("answer", "over budget")
+        else:
+            turn.replies.append(d.texts.providers_down)
+            turn.outcome("answer", "providers failed")
+        return turn
+    turn.answer = outcome.result.text
+    turn.answered_by = outcome.spec
+    turn.cost += outcome.cost
+    turn.replies.extend([*turn.notices, outcome.result.text])
+    turn.outcome("answer", f"{outcome.spec.name if outcome.spec else '?'} ${outcome.cost}")
+    return await next(turn)
+
+
+def user_month_meter(turn: Turn) -> Meter:
+    return next(m for m in turn.meters if m.scope is Scope.USER and m.period.value == "month")

@@ -1,0 +1,103 @@
+"""What flows through the pipeline: one inbound message, its Turn, and the services it uses."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from bot.settings import Settings
+from bot.texts import Texts
+from budget.cache import AnswerCache
+from budget.complexity import Complexity
+from budget.context import ContextPolicy
+from budget.ledger import Budget
+from budget.money import ZERO
+from budget.periods import Calendar
+from budget.pricing import PriceBook
+from budget.ratelimit import RateLimiter
+from budget.records import Conversation
+from budget.rules import Level, Meter, Thresholds
+from budget.stores import Database, HotStore
+from budget.tokens import Counted, TokenCounter
+from providers.catalog import ModelSpec, Tier
+from providers.router import Router
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One message from any channel, in one shape."""
+
+    channel: str
+    chat_id: str
+    user_id: str
+    message_id: str
+    text: str
+    kind: str = "text"  # text, photo, voice, sticker, ...
+
+    @property
+    def user_key(self) -> str:
+        return f"{self.channel}:{self.user_id}"
+
+
+@dataclass(slots=True)
+class Deps:
+    """The services every stage may use, built once from settings (bot.factory)."""
+
+    settings: Settings
+    db: Database
+    hot: HotStore
+    budget: Budget
+    limiter: RateLimiter
+    cache: AnswerCache
+    counter: TokenCounter
+    prices: PriceBook
+    router: Router
+    texts: Texts
+    calendar: Calendar
+    thresholds: Thresholds
+    policy: ContextPolicy
+    system: Counted  # the system prompt, counted once
+    persona: str  # a digest of the system prompt, part of every cache key
+    clock: Callable[[], datetime]
+    log: logging.Logger
+
+
+@dataclass(slots=True)
+class Turn:
+    """One message's way through the stages; each stage reads and fills its part."""
+
+    inbound: Inbound
+    deps: Deps
+    now: datetime
+    request_id: str
+    is_admin: bool = False
+    replies: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    outcomes: dict[str, str] = field(default_factory=dict)
+    meters: list[Meter] = field(default_factory=list)
+    level: Level = Level.OK
+    complexity: Complexity | None = None
+    tier: Tier | None = None
+    conversation: Conversation | None = None
+    message: Counted | None = None
+    prompt: list[Counted] = field(default_factory=list)
+    history_in_prompt: bool = False
+    cache_key: str | None = None
+    chain: list[ModelSpec] = field(default_factory=list)
+    answer: str | None = None
+    answered_by: ModelSpec | None = None
+    cost: Decimal = ZERO
+
+    @property
+    def user(self) -> str:
+        return self.inbound.user_key
+
+    def outcome(self, stage: str, result: str) -> None:
+        self.outcomes[stage] = result
+
+
+Next = Callable[[Turn], Awaitable[Turn]]
+Stage = Callable[[Turn, Next], Awaitable[Turn]]

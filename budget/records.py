@@ -1,0 +1,69 @@
+"""The rows the ledger keeps, independent of any store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from budget.money import ZERO
+from providers.base import Usage
+
+
+class Kind(StrEnum):
+    ANSWER = "answer"
+    SUMMARY = "summary"
+
+
+class Status(StrEnum):
+    OK = "ok"
+    CACHED = "cached"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class AIRequest:
+    """One AI call attempt (DESIGN invariant 3). ``request_id`` is unique per attempt, so a
+    retried write never doubles a row."""
+
+    request_id: str
+    created_at: datetime
+    user_key: str
+    channel: str
+    message_id: str | None
+    kind: Kind
+    provider: str
+    model: str
+    status: Status
+    usage: Usage = field(default_factory=Usage)
+    cost: Decimal = ZERO
+    saved: Decimal = ZERO
+    latency_ms: int = 0
+    tier: str | None = None
+    complexity: str | None = None
+    error: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTurn:
+    """One message of a conversation as stored: its counts were computed once, when it came in."""
+
+    id: int
+    role: str  # user, assistant or summary
+    content: str
+    tokens: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    summary: StoredTurn | None
+    turns: list[StoredTurn]  # unfolded, oldest first
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    nanos: int
+    tokens: int

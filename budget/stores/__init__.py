@@ -1,0 +1,55 @@
+"""Stores chosen by URL, through two plain registries of URL schemes.
+
+A backend imports its driver only when it is built, so the embedded default needs nothing extra.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from budget.stores.base import Hold, HotStore
+from budget.stores.database import Database
+
+__all__ = ["Database", "Hold", "HotStore", "open_database", "open_hot_store"]
+
+
+def _sqlite(url: str) -> Database:
+    from budget.stores.sqlite import SQLiteDatabase
+
+    return SQLiteDatabase(url)
+
+
+def _memory_hot(url: str) -> HotStore:
+    from budget.stores.memory import MemoryHotStore
+
+    return MemoryHotStore(url)
+
+
+DATABASES: dict[str, Callable[[str], Database]] = {
+    "sqlite": _sqlite,
+    "memory": _sqlite,  # an in-memory SQLite database: the same SQL, nothing on disk
+}
+
+HOT_STORES: dict[str, Callable[[str], HotStore]] = {
+    "memory": _memory_hot,
+}
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
+
+
+def open_database(url: str) -> Database:
+    """The Database for a URL: ``sqlite:///file.db``, ``memory://``."""
+    try:
+        return DATABASES[_scheme(url)](url)
+    except KeyError:
+        raise ValueError(f"unsupported DATABASE_URL scheme {_scheme(url)!r}; use one of {sorted(DATABASES)}") from None
+
+
+def open_hot_store(url: str) -> HotStore:
+    """The HotStore for a URL: ``memory://``."""
+    try:
+        return HOT_STORES[_scheme(url)](url)
+    except KeyError:
+        raise ValueError(f"unsupported REDIS_URL scheme {_scheme(url)!r}; use one of {sorted(HOT_STORES)}") from None

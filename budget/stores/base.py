@@ -1,0 +1,62 @@
+"""The small protocols storage sits behind. A backend is chosen by URL in ``budget.stores``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Part of a reservation: add ``amount`` to counter ``key`` if it stays within ``limit``
+    (None: no limit, the counter only keeps count)."""
+
+    key: str
+    amount: int
+    limit: int | None
+
+
+class HotStore(Protocol):
+    """Hot counters, the rate limiter and the answer cache: in process (``memory://``) or Redis.
+
+    ``now`` is epoch seconds, passed in so tests drive the clock.
+    """
+
+    async def get_counters(self, keys: Sequence[str]) -> list[int | None]:
+        """Current values; None for a counter that does not exist yet (to be seeded)."""
+        ...
+
+    async def seed_counter(self, key: str, value: int, ttl_s: int) -> None:
+        """Set a counter from the ledger unless it already exists."""
+        ...
+
+    async def reserve(self, reservation_id: str, holds: Sequence[Hold], ttl_s: int, now: float) -> str | None:
+        """Apply every hold or none, in one atomic step. None on success, else the refusing key."""
+        ...
+
+    async def settle(self, reservation_id: str, actual: Mapping[str, int]) -> None:
+        """Replace a reservation's held amounts by what was really spent (0 for a release)."""
+        ...
+
+    async def hit(self, key: str, limit: int, window_s: float, now: float) -> float:
+        """Count one event in a sliding window: 0.0 if allowed, else the seconds to wait."""
+        ...
+
+    async def cache_get(self, key: str, now: float) -> str | None: ...
+
+    async def cache_put(self, key: str, value: str, ttl_s: float, max_size: int, now: float) -> None: ...
+
+    async def cache_clear(self) -> int: ...
+
+    async def cache_size(self, now: float) -> int: ...
+
+    async def incr(self, key: str, by: int = 1) -> int:
+        """A plain counter (cache hits and misses)."""
+        ...
+
+    async def set_once(self, key: str, ttl_s: int) -> bool:
+        """True the first time a key is set within its lifetime (warn once per period)."""
+        ...
+
+    async def aclose(self) -> None: ...

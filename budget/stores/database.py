@@ -1,0 +1,58 @@
+"""The durable store protocol: the ai_request ledger, conversations, the inbox, quotas, audit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from budget.records import AIRequest, Conversation, Spend, StoredTurn
+
+
+class Database(Protocol):
+    """SQLite (embedded default) or Postgres; chosen by ``DATABASE_URL``."""
+
+    async def migrate(self) -> None: ...
+
+    async def record(self, rows: Sequence[AIRequest]) -> None:
+        """Write ai_request rows; a row whose request_id is already stored is skipped."""
+        ...
+
+    async def spend(self, user_key: str | None, start: datetime, end: datetime) -> Spend:
+        """What the ledger holds for a user (None: everyone) in [start, end)."""
+        ...
+
+    async def requests(
+        self, start: datetime, end: datetime, user_key: str | None = None
+    ) -> list[AIRequest]: ...
+
+    async def conversation(self, user_key: str) -> Conversation: ...
+
+    async def add_turns(
+        self, user_key: str, turns: Sequence[tuple[str, str, int, int]], now: datetime
+    ) -> list[StoredTurn]:
+        """Append (role, content, tokens, size) turns; returns them with their ids."""
+        ...
+
+    async def fold(
+        self, user_key: str, turn_ids: Sequence[int], summary: tuple[str, int, int], now: datetime
+    ) -> StoredTurn:
+        """In one transaction: mark the turns and the old summary folded, store the new summary
+        (content, tokens, size). No turn is ever in neither the summary nor the prompt."""
+        ...
+
+    async def reset_conversation(self, user_key: str) -> int: ...
+
+    async def upsert_user(self, user_key: str, channel: str, platform_id: str, now: datetime) -> None: ...
+
+    async def claim_inbox(
+        self, channel: str, message_id: str, user_key: str, payload: dict[str, Any], now: datetime
+    ) -> bool:
+        """Store an inbound message; False if that platform message was seen before."""
+        ...
+
+    async def finish_inbox(self, channel: str, message_id: str, now: datetime) -> None: ...
+
+    async def pending_inbox(self) -> list[tuple[str, str, dict[str, Any]]]: ...
+
+    async def aclose(self) -> None: ...

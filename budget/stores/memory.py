@@ -1,0 +1,104 @@
+"""The in-process hot store (``memory://``), the embedded default.
+
+Every method runs without awaiting in between its read and its write, so on one event loop each
+is atomic, which is what reserve needs. Counters are rebuilt from the ledger after a restart.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Mapping, Sequence
+
+from budget.stores.base import Hold
+
+
+class MemoryHotStore:
+    """Dicts and deques; nothing survives the process, by design (the ledger is the truth)."""
+
+    scheme = "memory"
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self._counters: dict[str, int] = {}
+        self._reservations: dict[str, tuple[float, list[tuple[str, int]]]] = {}
+        self._windows: dict[str, deque[float]] = {}
+        self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._once: set[str] = set()
+
+    async def get_counters(self, keys: Sequence[str]) -> list[int | None]:
+        return [self._counters.get(k) for k in keys]
+
+    async def seed_counter(self, key: str, value: int, ttl_s: int) -> None:
+        self._counters.setdefault(key, value)
+
+    async def reserve(
+        self, reservation_id: str, holds: Sequence[Hold], ttl_s: int, now: float
+    ) -> str | None:
+        self._expire_reservations(now)
+        for h in holds:
+            if h.limit is not None and self._counters.get(h.key, 0) + h.amount > h.limit:
+                return h.key
+        for h in holds:
+            self._counters[h.key] = self._counters.get(h.key, 0) + h.amount
+        self._reservations[reservation_id] = (now + ttl_s, [(h.key, h.amount) for h in holds])
+        return None
+
+    async def settle(self, reservation_id: str, actual: Mapping[str, int]) -> None:
+        _, held = self._reservations.pop(reservation_id, (0.0, []))
+        held_by_key = dict(held)
+        for key in held_by_key.keys() | actual.keys():
+            self._counters[key] = self._counters.get(key, 0) + actual.get(key, 0) - held_by_key.get(key, 0)
+
+    def _expire_reservations(self, now: float) -> None:
+        # A reservation outlives its call only if the call's task was lost; give its money back.
+        for rid in [r for r, (exp, _) in self._reservations.items() if exp <= now]:
+            for key, amount in self._reservations.pop(rid)[1]:
+                self._counters[key] -= amount
+
+    async def hit(self, key: str, limit: int, window_s: float, now: float) -> float:
+        events = self._windows.setdefault(key, deque())
+        while events and events[0] <= now - window_s:
+            events.popleft()
+        if len(events) >= limit:
+            return events[0] + window_s - now
+        events.append(now)
+        return 0.0
+
+    async def cache_get(self, key: str, now: float) -> str | None:
+        entry = self._cache.get(key)
+        if entry is None:
+            return None
+        if entry[1] <= now:
+            del self._cache[key]
+            return None
+        self._cache.move_to_end(key)
+        return entry[0]
+
+    async def cache_put(self, key: str, value: str, ttl_s: float, max_size: int, now: float) -> None:
+        self._cache[key] = (value, now + ttl_s)
+        self._cache.move_to_end(key)
+        while len(self._cache) > max_size:
+            self._cache.popitem(last=False)  # least recently used
+
+    async def cache_clear(self) -> int:
+        n = len(self._cache)
+        self._cache.clear()
+        return n
+
+    async def cache_size(self, now: float) -> int:
+        for key in [k for k, (_, exp) in self._cache.items() if exp <= now]:
+            del self._cache[key]
+        return len(self._cache)
+
+    async def incr(self, key: str, by: int = 1) -> int:
+        self._counters[key] = self._counters.get(key, 0) + by
+        return self._counters[key]
+
+    async def set_once(self, key: str, ttl_s: int) -> bool:
+        if key in self._once:
+            return False
+        self._once.add(key)
+        return True
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,131 @@
+-- pennybot schema: the one source of truth (budget/stores/sqlite_schema.sql mirrors it for the
+-- embedded default; tests/budget/test_schema.py proves the two agree).
+-- Money is NUMERIC(20,9): exact dollars to the nano-dollar.
+
+create table if not exists users (
+    user_key     text primary key,
+    channel      text not null,
+    platform_id  text not null,
+    role         text not null default 'user' check (role in ('user', 'admin')),
+    active       boolean not null default true,
+    created_at   timestamptz not null default now(),
+    last_seen_at timestamptz not null default now()
+);
+comment on table users is 'People who talk to the bot, keyed channel:platform_id (telegram:123).';
+comment on column users.active is 'False once the platform said the user blocked the bot.';
+
+create table if not exists messages (
+    id         bigint generated always as identity primary key,
+    user_key   text not null,
+    role       text not null check (role in ('user', 'assistant', 'summary')),
+    content    text not null,
+    tokens     integer not null,
+    size       integer not null,
+    folded     boolean not null default false,
+    created_at timestamptz not null default now()
+);
+comment on table messages is 'Conversation history; role summary holds the fold of older turns.';
+comment on column messages.tokens is 'o200k_base tokens of content, counted once when stored.';
+comment on column messages.size is 'UTF-8 bytes of content (the bound behind Anthropic estimates).';
+comment on column messages.folded is 'True once the turn was folded into a summary.';
+create index if not exists messages_user_unfolded on messages (user_key, id) where not folded;
+
+create table if not exists inbox (
+    channel     text not null,
+    message_id  text not null,
+    user_key    text not null,
+    payload     jsonb not null,
+    status      text not null default 'pending' check (status in ('pending', 'done')),
+    received_at timestamptz not null default now(),
+    done_at     timestamptz,
+    primary key (channel, message_id)
+);
+comment on table inbox is 'Inbound platform messages, stored before the webhook is acknowledged.';
+create index if not exists inbox_pending on inbox (received_at) where status = 'pending';
+
+create table if not exists ai_requests (
+    id                 bigint generated always as identity primary key,
+    request_id         text not null unique,
+    created_at         timestamptz not null default now(),
+    user_key           text not null,
+    channel            text not null,
+    message_id         text,
+    kind               text not null check (kind in ('answer', 'summary')),
+    provider           text not null,
+    model              text not null,
+    tier               text,
+    complexity         text,
+    status             text not null check (status in ('ok', 'cached', 'error')),
+    prompt_tokens      integer not null default 0,
+    completion_tokens  integer not null default 0,
+    cached_tokens      integer not null default 0,
+    cache_write_tokens integer not null default 0,
+    reasoning_tokens   integer not null default 0,
+    cost_usd           numeric(20, 9) not null default 0,
+    saved_usd          numeric(20, 9) not null default 0,
+    latency_ms         integer not null default 0,
+    error              text,
+    reason             text
+);
+comment on table ai_requests is 'One row per AI call attempt: answers, cache hits, failures, summaries.';
+comment on column ai_requests.request_id is 'Unique per attempt, so a retried write never doubles a row.';
+comment on column ai_requests.cost_usd is 'What the provider billed, exact to the nano-dollar.';
+comment on column ai_requests.saved_usd is 'For a cache hit, the cost of the answer it re-used.';
+create index if not exists ai_requests_user_time on ai_requests (user_key, created_at);
+create index if not exists ai_requests_time on ai_requests (created_at);
+
+create table if not exists quotas (
+    user_key       text primary key,
+    daily_usd      numeric(20, 9),
+    monthly_usd    numeric(20, 9),
+    daily_tokens   bigint,
+    monthly_tokens bigint,
+    updated_at     timestamptz not null default now(),
+    updated_by     text not null
+);
+comment on table quotas is 'Per-user overrides of the configured limits; null keeps the default.';
+
+create table if not exists alerts (
+    id         bigint generated always as identity primary key,
+    created_at timestamptz not null default now(),
+    rule       text not null,
+    subject    text not null,
+    period_key text not null,
+    level      text not null,
+    message    text not null,
+    unique (rule, subject, period_key)
+);
+comment on table alerts is 'Fired alerts, once per rule, subject and period.';
+
+create table if not exists audit_log (
+    id         bigint generated always as identity primary key,
+    created_at timestamptz not null default now(),
+    actor      text not null,
+    action     text not null,
+    target     text,
+    details    jsonb not null default '{}'::jsonb
+);
+comment on table audit_log is 'Every quota change and every refused admin command.';
+create index if not exists audit_log_time on audit_log (created_at);
+
+-- Row level security on every table with no policy: the anon and authenticated roles see nothing;
+-- the bot connects as the table owner or service_role, which bypass RLS.
+alter table users enable row level security;
+alter table messages enable row level security;
+alter table inbox enable row level security;
+alter table ai_requests enable row level security;
+alter table quotas enable row level security;
+alter table alerts enable row level security;
+alter table audit_log enable row level security;
+
+-- Supabase's roles exist only on Supabase; a plain Postgres has none, so guard the revokes.
+do $$
+begin
+    if exists (select 1 from pg_roles where rolname = 'anon') then
+        revoke all on users, messages, inbox, ai_requests, quotas, alerts, audit_log from anon;
+    end if;
+    if exists (select 1 from pg_roles where rolname = 'authenticated') then
+        revoke all on users, messages, inbox, ai_requests, quotas, alerts, audit_log from authenticated;
+    end if;
+end
+$$;

@@ -1,0 +1,237 @@
+"""The whole pipeline on the embedded defaults, with the simulated provider: exact figures."""
+
+import asyncio
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from budget.money import from_nano, to_nano
+from budget.periods import Period
+from budget.records import AIRequest, Kind, Status
+from budget.rules import Scope, Unit
+from providers.base import Usage
+from tests.conftest import Bot
+
+ONE_MODEL = [{"provider": "simulated", "model": "gpt-4o-mini", "tier": "cheap"}]
+
+
+async def rows(bot: Bot, user: str | None = None) -> list[AIRequest]:
+    now = bot.clock.now
+    return await bot.deps.db.requests(now - timedelta(days=40), now + timedelta(days=1), user)
+
+
+async def spend_row(bot: Bot, cost: str, user: str = "console:alice") -> None:
+    """Put past spend on the ledger, as an earlier process would have."""
+    await bot.deps.db.record([AIRequest(
+        request_id=f"past-{user}-{cost}", created_at=bot.clock.now - timedelta(hours=1), user_key=user,
+        channel="console", message_id=None, kind=Kind.ANSWER, provider="simulated", model="gpt-4o-mini",
+        status=Status.OK, usage=Usage(10, 10), cost=Decimal(cost),
+    )])
+
+
+async def user_month(bot: Bot, user: str = "console:alice") -> int:
+    meters = await bot.deps.budget.meters(user, bot.clock.now)
+    return next(m.used for m in meters if m.scope is Scope.USER and m.period is Period.MONTH and m.unit is Unit.USD)
+
+
+async def test_an_answer_is_priced_recorded_and_counted(make_bot: Any) -> None:
+    bot: Bot = await make_bot(model_catalog=ONE_MODEL)
+    turn = await bot.send("Hello, who are you?")
+    assert turn.replies[0].startswith("[simulated] ")
+    [row] = await rows(bot)
+    assert (row.kind, row.status, row.provider, row.model) == (Kind.ANSWER, Status.OK, "simulated", "gpt-4o-mini")
+    # gpt-4o-mini: $0.15 per million input tokens, $0.60 per million output tokens.
+    expected = Decimal(row.usage.input_tokens) * Decimal("0.00000015") + Decimal(row.usage.output_tokens) * Decimal("0.0000006")
+    assert row.cost == expected
+    assert row.usage.input_tokens == bot.deps.counter.prompt_tokens(turn.prompt, "gpt-4o-mini")
+    assert await user_month(bot) == to_nano(expected)
+    assert turn.cost == expected
+
+
+async def test_cache_hit_costs_nothing_and_records_the_saving(make_bot: Any) -> None:
+    bot: Bot = await make_bot(model_catalog=ONE_MODEL)
+    first = await bot.send("What is the capital of France?", user="alice")
+    second = await bot.send("  what is the CAPITAL of france ", user="bob")
+    assert second.replies == first.replies
+    assert second.outcomes["cache"] == "hit"
+    a, b = await rows(bot)
+    assert (b.status, b.cost, b.saved, b.user_key) == (Status.CACHED, Decimal(0), a.cost, "console:bob")
+    assert await user_month(bot, "console:bob") == 0
+    stats = await bot.deps.cache.stats(bot.clock.now.timestamp())
+    assert (stats.hits, stats.misses, stats.size) == (1, 1, 1)
+
+
+async def test_follow_up_never_hits_and_answers_with_history_are_not_stored(make_bot: Any) -> None:
+    bot: Bot = await make_bot(model_catalog=ONE_MODEL)
+    await bot.send("What is the capital of France?", user="alice")
+    await bot.send("what about Germany?", user="alice")  # has history: answered, not stored
+    turn = await bot.send("what about Germany?", user="bob")  # a fresh conversation: asked first
+    assert turn.outcomes["cache"] == "miss"
+    follow = await bot.send("what about Germany?", user="alice")
+    assert follow.outcomes["cache"] == "not self-contained"
+    assert [r.status for r in await rows(bot)] == [Status.OK] * 4
+
+
+async def test_warning_at_80_percent_once_per_period_and_cheap_tier(make_bot: Any) -> None:
+    bot: Bot = await make_bot(user_monthly_limit=Decimal(1))
+    await spend_row(bot, "0.80")
+    turn = await bot.send("Explain in detail why the sky is blue and compare it with sunsets, step by step.")
+    assert turn.outcomes["budget"] == "warn user month"
+    assert turn.tier == "cheap"
+    assert turn.replies[0].startswith("Heads-up: you've used 80% of your monthly budget")
+    assert "2026-12-01 00:00 UTC" in turn.replies[0]
+    again = await bot.send("And another question about rainbows, please?")
+    assert not any(r.startswith("Heads-up") for r in again.replies)
+
+
+async def test_block_at_95_percent_says_when_it_resets_and_spends_nothing(make_bot: Any) -> None:
+    bot: Bot = await make_bot(user_monthly_limit=Decimal(1))
+    await spend_row(bot, "0.95")
+    turn = await bot.send("Hello?")
+    assert turn.replies == ["You've reached your monthly budget, so I can't answer with AI right now. It resets on 2026-12-01 00:00 UTC."]
+    assert len(await rows(bot)) == 1  # only the past spend
+
+
+async def test_just_under_95_percent_still_answers(make_bot: Any) -> None:
+    bot: Bot = await make_bot(user_monthly_limit=Decimal(1), model_catalog=ONE_MODEL)
+    await spend_row(bot, "0.949999999")
+    turn = await bot.send("Hello?")
+    assert turn.answer is not None
+
+
+async def test_global_budget_blocks_everyone(make_bot: Any) -> None:
+    bot: Bot = await make_bot(global_monthly_limit=Decimal(2), global_daily_limit=Decimal("0.5"))
+    await spend_row(bot, "0.5", user="console:zed")
+    turn = await bot.send("Hello?", user="newcomer")
+    assert turn.replies[0].startswith("The bot has reached its daily budget")
+    assert "2026-11-11 00:00 UTC" in turn.replies[0]
+
+
+async def test_daily_limit_resets_the_next_day_without_a_job(make_bot: Any) -> None:
+    bot: Bot = await make_bot(cost_daily_limit=Decimal("0.01"), model_catalog=ONE_MODEL)
+    await spend_row(bot, "0.0096")
+    assert (await bot.send("Hi")).outcomes["budget"] == "blocked user day"
+    bot.clock.advance(hours=12)
+    assert (await bot.send("Hi again")).answer is not None
+
+
+async def test_not_even_the_minimum_reply_fits(make_bot: Any) -> None:
+    bot: Bot = await make_bot(user_monthly_limit=Decimal("0.001"), min_reply_tokens=100, model_catalog=ONE_MODEL)
+    await spend_row(bot, "0.00095")
+    turn = await bot.send("Hello?")
+    assert turn.outcomes["budget"] == "blocked user month"
+    await bot.deps.db.reset_conversation("console:alice")
+    bot2: Bot = await make_bot(user_monthly_limit=Decimal("0.001"), min_reply_tokens=100, model_catalog=ONE_MODEL)
+    # 94 %: warned, not blocked; $0.00006 left buys about 95 output tokens of gpt-4o-mini
+    # ($0.60 per million) after the prompt, below MIN_REPLY_TOKENS=100.
+    await spend_row(bot2, "0.00094")
+    turn = await bot2.send("Hello?")
+    assert turn.outcomes["answer"] == "over budget"
+    assert "resets on 2026-12-01" in turn.replies[-1]
+
+
+async def test_max_tokens_is_clamped_to_what_is_left(make_bot: Any) -> None:
+    bot: Bot = await make_bot(user_monthly_limit=Decimal("0.001"), model_catalog=ONE_MODEL)
+    await spend_row(bot, "0.0007")  # 70 %: $0.0003 left
+    turn = await bot.send("Hello?")
+    [_, row] = await rows(bot)
+    prices = bot.deps.prices
+    cap = prices.max_output_tokens("gpt-4o-mini", row.usage.input_tokens, Decimal("0.0003"))
+    assert cap < 1024
+    assert row.usage.output_tokens <= cap
+    assert await user_month(bot) <= to_nano(Decimal("0.001"))
+    assert turn.answer is not None
+
+
+async def test_rate_limit_says_how_long_to_wait(make_bot: Any) -> None:
+    bot: Bot = await make_bot(rate_limit_per_minute=2)
+    await bot.send("one")
+    bot.clock.advance(seconds=20)
+    await bot.send("two")
+    bot.clock.advance(seconds=10)
+    turn = await bot.send("three")
+    assert turn.replies == ["You're sending messages too fast. Please try again in 30 s."]
+    bot.clock.advance(seconds=30)
+    assert (await bot.send("four")).answer is not None
+
+
+async def test_redelivered_message_is_dropped_and_not_charged(make_bot: Any) -> None:
+    from bot.turn import Inbound
+
+    bot: Bot = await make_bot()
+    msg = Inbound("telegram", "1", "1", "update-7", "Hello")
+    first = await bot.pipeline.handle(msg)
+    again = await bot.pipeline.handle(msg)
+    assert first.answer is not None
+    assert (again.replies, again.outcomes) == ([], {"dedupe": "duplicate"})
+    assert len(await rows(bot)) == 1
+
+
+async def test_folding_after_twenty_turns_records_a_summary_call(make_bot: Any) -> None:
+    bot: Bot = await make_bot(model_catalog=ONE_MODEL)
+    for i in range(10):
+        await bot.send(f"Tell me fact number {i} about the ocean.")
+    conv = await bot.deps.db.conversation("console:alice")
+    assert (conv.summary, len(conv.turns)) == (None, 20)
+    turn = await bot.send("Tell me fact number 10 about the ocean.")
+    assert turn.outcomes["context"] == "20 turns, folded 10"
+    conv = await bot.deps.db.conversation("console:alice")
+    assert conv.summary is not None
+    assert len(conv.turns) == 12  # the 10 kept plus the new exchange
+    assert conv.summary.content.count("User: Tell me fact number") == 5  # one per folded user turn
+    summaries = [r for r in await rows(bot) if r.kind is Kind.SUMMARY]
+    assert len(summaries) == 1 and summaries[0].cost > 0
+    # The summary call is charged to the user it serves.
+    total = sum((r.cost for r in await rows(bot)), Decimal(0))
+    assert await user_month(bot) == to_nano(total)
+    # The prompt: system, summary, the 10 kept turns, the new message.
+    assert [c.message.role for c in turn.prompt] == ["system", "system"] + ["user", "assistant"] * 5 + ["user"]
+
+
+async def test_reset_clears_the_conversation(make_bot: Any) -> None:
+    bot: Bot = await make_bot()
+    await bot.send("Remember that my name is Ada.")
+    assert (await bot.send("/reset")).replies == ["Done: this conversation is cleared."]
+    assert (await bot.deps.db.conversation("console:alice")).turns == []
+
+
+async def test_too_long_message_is_refused(make_bot: Any) -> None:
+    bot: Bot = await make_bot()
+    turn = await bot.send("word " * 5000)
+    assert turn.outcomes["context"] == "too long"
+    assert await rows(bot) == []
+
+
+async def test_200_concurrent_messages_never_pass_the_limit(make_bot: Any) -> None:
+    bot: Bot = await make_bot(model_catalog=ONE_MODEL, rate_limit_per_minute=1000, simulated_latency_ms=5)
+    # Worst case of one message: ~30 prompt tokens + 1,024 output tokens of gpt-4o-mini.
+    worst = bot.deps.prices.worst_case("gpt-4o-mini", 40, 1024)
+    limit = worst * 10
+    bot2: Bot = await make_bot(model_catalog=ONE_MODEL, rate_limit_per_minute=1000, simulated_latency_ms=5,
+                               user_monthly_limit=limit)
+    turns = await asyncio.gather(*(bot2.send(f"Question number {i}: how do tides work?", user="alice") for i in range(200)))
+    answered = [t for t in turns if t.answer is not None]
+    recorded = await rows(bot2)
+    ledger = sum((r.cost for r in recorded), Decimal(0))
+    assert 10 <= len(answered) < 200
+    assert len([r for r in recorded if r.status is Status.OK and r.kind is Kind.ANSWER]) == len(answered)
+    assert ledger <= limit
+    assert from_nano(await user_month(bot2)) == ledger  # every reservation settled, none left behind
+
+
+async def test_restart_keeps_spend_from_the_ledger(make_bot: Any, tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path}/pb.db"
+    bot: Bot = await make_bot(database_url=url, model_catalog=ONE_MODEL)
+    await bot.send("Hello!")
+    spent = await user_month(bot)
+    assert spent > 0
+    restarted: Bot = await make_bot(database_url=url, model_catalog=ONE_MODEL)  # fresh memory counters
+    assert await user_month(restarted) == spent
+
+
+async def test_admins_are_exempt_only_when_configured(make_bot: Any) -> None:
+    for exempt, blocked in ((False, True), (True, False)):
+        bot: Bot = await make_bot(user_monthly_limit=Decimal(1), admin_user_ids="console:alice", admins_exempt=exempt)
+        await spend_row(bot, "0.99")
+        turn = await bot.send("Hello?")
+        assert (turn.outcomes["budget"].startswith("blocked")) is blocked

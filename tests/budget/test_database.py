@@ -1,0 +1,87 @@
+"""One contract for every database URL (SQLite file and memory now; Postgres joins later)."""
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from budget.records import AIRequest, Kind, Status
+from budget.stores import Database, open_database
+from providers.base import Usage
+
+T0 = datetime(2026, 11, 10, 12, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite-file", "memory"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    url = f"sqlite:///{tmp_path}/pb.db" if request.param == "sqlite-file" else "memory://"
+    store = open_database(url)
+    await store.migrate()
+    await store.migrate()  # twice changes nothing
+    yield store
+    await store.aclose()
+
+
+def row(rid: str, cost: str, user: str = "console:a", at: datetime = T0, **kw: object) -> AIRequest:
+    return AIRequest(
+        request_id=rid, created_at=at, user_key=user, channel="console", message_id="m1",
+        kind=Kind.ANSWER, provider="openai", model="gpt-4o-mini", status=Status.OK,
+        usage=Usage(input_tokens=100, output_tokens=50, cache_read_tokens=20, reasoning_tokens=5),
+        cost=Decimal(cost), **kw,  # type: ignore[arg-type]
+    )
+
+
+async def test_money_sums_exactly(db: Database) -> None:
+    # As REAL these would come back as 0.30000015...; the store keeps nano-dollars.
+    await db.record([row("a", "0.1"), row("b", "0.2"), row("c", "0.00000015")])
+    spend = await db.spend("console:a", T0, T0 + timedelta(seconds=1))
+    assert spend.nanos == 300_000_150
+    assert spend.tokens == 450
+
+
+async def test_record_is_idempotent_per_request_id(db: Database) -> None:
+    await db.record([row("a", "0.5")])
+    await db.record([row("a", "0.5"), row("b", "0.25")])
+    rows = await db.requests(T0, T0 + timedelta(days=1))
+    assert [r.request_id for r in rows] == ["a", "b"]
+    assert rows[0].cost == Decimal("0.500000000")
+    assert rows[0].usage == Usage(input_tokens=100, output_tokens=50, cache_read_tokens=20, reasoning_tokens=5)
+
+
+async def test_spend_respects_bounds_and_user(db: Database) -> None:
+    await db.record([
+        row("a", "1", at=T0 - timedelta(microseconds=1)), row("b", "2", at=T0),
+        row("c", "4", at=T0 + timedelta(hours=1)), row("d", "8", user="console:b"),
+    ])
+    assert (await db.spend("console:a", T0, T0 + timedelta(hours=1))).nanos == 2_000_000_000
+    assert (await db.spend(None, T0, T0 + timedelta(days=1))).nanos == 14_000_000_000
+
+
+async def test_conversation_fold_keeps_every_turn_somewhere(db: Database) -> None:
+    turns = await db.add_turns("u", [("user", f"q{i}", 3, 2) for i in range(5)], T0)
+    assert [t.content for t in turns] == [f"q{i}" for i in range(5)]
+    s1 = await db.fold("u", [turns[0].id, turns[1].id], ("sum1", 4, 4), T0)
+    conv = await db.conversation("u")
+    assert conv.summary == s1
+    assert [t.content for t in conv.turns] == ["q2", "q3", "q4"]
+    await db.fold("u", [turns[2].id], ("sum2", 4, 4), T0)
+    conv = await db.conversation("u")
+    assert conv.summary is not None and conv.summary.content == "sum2"
+    assert [t.content for t in conv.turns] == ["q3", "q4"]
+    assert await db.reset_conversation("u") == 7
+    assert (await db.conversation("u")).turns == []
+
+
+async def test_inbox_claims_each_message_once(db: Database) -> None:
+    assert await db.claim_inbox("telegram", "42", "telegram:1", {"text": "hi"}, T0) is True
+    assert await db.claim_inbox("telegram", "42", "telegram:1", {"text": "hi"}, T0) is False
+    assert await db.claim_inbox("whatsapp", "42", "whatsapp:+1", {"text": "hi"}, T0) is True
+    await db.finish_inbox("telegram", "42", T0)
+    assert await db.pending_inbox() == [("whatsapp", "42", {"text": "hi"})]
+
+
+async def test_users_upsert(db: Database) -> None:
+    await db.upsert_user("telegram:1", "telegram", "1", T0)
+    await db.upsert_user("telegram:1", "telegram", "1", T0 + timedelta(days=1))

@@ -1,0 +1,97 @@
+"""The SQLite schema mirrors supabase/migrations (the one source of truth), on a real Postgres."""
+
+import sqlite3
+import uuid
+from importlib import resources
+from pathlib import Path
+
+import psycopg
+
+MIGRATIONS = sorted(Path(__file__).parents[2].joinpath("supabase/migrations").glob("*.sql"))
+
+
+def sqlite_columns() -> dict[str, dict[str, str]]:
+    db = sqlite3.connect(":memory:")
+    db.executescript(resources.files("budget.stores").joinpath("sqlite_schema.sql").read_text())
+    tables = [r[0] for r in db.execute("select name from sqlite_master where type='table' and name not like 'sqlite_%'")]
+    return {t: {r[1]: r[2].lower() for r in db.execute(f"pragma table_info({t})")} for t in tables}
+
+
+def postgres_columns(dsn: str, schema: str) -> dict[str, dict[str, str]]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "select table_name, column_name, data_type from information_schema.columns where table_schema = %s",
+            (schema,),
+        ).fetchall()
+    out: dict[str, dict[str, str]] = {}
+    for table, column, kind in rows:
+        out.setdefault(table, {})[column] = kind
+    return out
+
+
+def apply(dsn: str, schema: str, times: int = 1) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"create schema {schema}")
+        conn.execute(f"set search_path to {schema}")
+        for _ in range(times):
+            for path in MIGRATIONS:
+                conn.execute(path.read_text())  # type: ignore[call-overload]
+
+
+def drop(dsn: str, schema: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"drop schema if exists {schema} cascade")
+
+
+def test_sqlite_and_postgres_schemas_agree(pg_dsn: str) -> None:
+    schema = f"pb_{uuid.uuid4().hex[:8]}"
+    try:
+        apply(pg_dsn, schema)
+        pg = postgres_columns(pg_dsn, schema)
+    finally:
+        drop(pg_dsn, schema)
+    lite = sqlite_columns()
+    assert sorted(pg) == sorted(lite) == ["ai_requests", "alerts", "audit_log", "inbox", "messages", "quotas", "users"]
+    for table, columns in pg.items():
+        # Money: NUMERIC *_usd in Postgres is integer nano-dollars *_nano in SQLite.
+        expected = {
+            (c.removesuffix("_usd") + "_nano" if kind == "numeric" else c): ("integer" if kind == "numeric" else kind)
+            for c, kind in columns.items()
+        }
+        assert sorted(expected) == sorted(lite[table]), table
+        for column, kind in expected.items():
+            if kind == "integer":
+                assert lite[table][column] == "integer", (table, column)
+        assert all(k != "real" for k in lite[table].values())
+
+
+def test_migrations_apply_twice_and_enable_rls_without_supabase_roles(pg_dsn: str) -> None:
+    schema = f"pb_{uuid.uuid4().hex[:8]}"
+    try:
+        apply(pg_dsn, schema, times=2)
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            rls = conn.execute(
+                "select relname, relrowsecurity from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+                " where n.nspname = %s and c.relkind = 'r'", (schema,)
+            ).fetchall()
+    finally:
+        drop(pg_dsn, schema)
+    assert len(rls) == 7
+    assert all(enabled for _, enabled in rls)
+
+
+def test_money_columns_are_exact_numeric(pg_dsn: str) -> None:
+    schema = f"pb_{uuid.uuid4().hex[:8]}"
+    try:
+        apply(pg_dsn, schema)
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(f"set search_path to {schema}")
+            conn.execute(
+                "insert into ai_requests (request_id, user_key, channel, kind, provider, model, status, cost_usd)"
+                " values ('a','u','c','answer','p','m','ok',0.1), ('b','u','c','answer','p','m','ok',0.2),"
+                " ('c','u','c','answer','p','m','ok',0.00000015)"
+            )
+            total = conn.execute("select sum(cost_usd)::text from ai_requests").fetchone()
+    finally:
+        drop(pg_dsn, schema)
+    assert total == ("0.300000150",)
