@@ -79,9 +79,7 @@ def _plan(
     d = turn.deps
     input_tokens = d.counter.prompt_tokens(prompt, spec.model)
     usd_left = remaining(meters, Unit.USD)
-    affordable = (
-        None if usd_left is None else d.prices.max_output_tokens(spec.model, input_tokens, from_nano(usd_left))
-    )
+    affordable = None if usd_left is None else d.prices.max_output_tokens(spec.model, input_tokens, from_nano(usd_left))
     cap = output_cap(
         input_tokens=input_tokens, wanted=wanted, tokens_left=remaining(meters, Unit.TOKENS), affordable=affordable
     )
@@ -96,9 +94,7 @@ async def _attempt(
     d = turn.deps
     started = time.perf_counter()
     try:
-        result = await d.router.provider(spec).complete(
-            CompletionRequest(spec.model, [c.message for c in prompt], cap)
-        )
+        result = await d.router.provider(spec).complete(CompletionRequest(spec.model, [c.message for c in prompt], cap))
     except ProviderError as error:
         cost = d.prices.cost(spec.model, error.usage)
         await d.budget.settle(reservation, cost, error.usage.total_tokens)

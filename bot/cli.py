@@ -18,7 +18,6 @@ from budget.pricing import UnknownModelPrice
 app = typer.Typer(help="A chat bot that answers with LLMs and never spends more than it may.", no_args_is_help=True)
 
 
-
 @app.callback()
 def _root() -> None:
     """pennybot: budgeted LLM answers on Telegram, WhatsApp and the console."""
@@ -36,8 +35,11 @@ def _settings(env_file: Path) -> Settings:
 
 
 def _logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     # httpx logs request URLs at INFO, and Telegram's carry the bot token (FACTS.md).
     for name in ("httpx", "httpx2", "httpcore", "openai", "anthropic"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -70,16 +70,20 @@ def _providers(settings: Settings, catalog: list[ModelSpec], counter: TokenCount
 
             key = settings.openai_api_key
             made[name] = OpenAIProvider(
-                api_key=key.get_secret_value() if key else "", base_url=settings.openai_base_url,
-                timeout_s=timeout, max_retries=retries,
+                api_key=key.get_secret_value() if key else "",
+                base_url=settings.openai_base_url,
+                timeout_s=timeout,
+                max_retries=retries,
             )
         elif name == "anthropic":
             from providers.anthropic_api import AnthropicProvider
 
             key = settings.anthropic_api_key
             made[name] = AnthropicProvider(
-                api_key=key.get_secret_value() if key else "", base_url=settings.anthropic_base_url,
-                timeout_s=timeout, max_retries=retries,
+                api_key=key.get_secret_value() if key else "",
+                base_url=settings.anthropic_base_url,
+                timeout_s=timeout,
+                max_retries=retries,
             )
         elif name == "simulated":
             made[name] = SimulatedProvider(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from functools import partial
 
 from bot import stages
 from bot.turn import Deps, Inbound, Next, Stage, Turn
@@ -26,11 +25,18 @@ async def _end(turn: Turn) -> Turn:
     return turn
 
 
+def _link(stage: Stage, after: Next) -> Next:
+    async def run(turn: Turn) -> Turn:
+        return await stage(turn, after)
+
+    return run
+
+
 def wrap(chain: Sequence[Stage]) -> Next:
     """Nest the stages so that each one's ``next`` is the one after it."""
     handler: Next = _end
     for stage in reversed(chain):
-        handler = partial(stage, next=handler)
+        handler = _link(stage, handler)
     return handler
 
 

@@ -19,9 +19,7 @@ Money = Annotated[Decimal, Field(ge=0, decimal_places=9)]
 class Settings(BaseSettings):
     """Every setting pennybot reads; ``.env.example`` documents each one."""
 
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True
-    )
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True)
 
     # Budgets
     user_monthly_limit: Money | None = Decimal(10)
@@ -106,4 +104,3 @@ def describe_errors(error: ValidationError) -> str:
 def load_settings(env_file: str | Path | None = ".env", **overrides: Any) -> Settings:
     """Read the settings once. ``overrides`` win over the environment (tests, CLI flags)."""
     return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
-

@@ -7,6 +7,7 @@ cache hit) and does follow-up work after ``await next(turn)`` (cache store, conv
 from __future__ import annotations
 
 import uuid
+
 from bot import commands
 from bot.calls import call_chain, exempt
 from bot.turn import Next, Turn
@@ -124,11 +125,20 @@ async def _record_hit(turn: Turn, hit: CachedAnswer) -> None:
     await turn.deps.db.record(
         [
             AIRequest(
-                request_id=uuid.uuid4().hex, created_at=turn.now, user_key=turn.user,
-                channel=turn.inbound.channel, message_id=turn.inbound.message_id, kind=Kind.ANSWER,
-                provider=hit.provider, model=hit.model, status=Status.CACHED, usage=Usage(),
-                saved=hit.cost, tier=turn.tier.value if turn.tier else None,
-                complexity=turn.complexity.value if turn.complexity else None, reason="cache hit",
+                request_id=uuid.uuid4().hex,
+                created_at=turn.now,
+                user_key=turn.user,
+                channel=turn.inbound.channel,
+                message_id=turn.inbound.message_id,
+                kind=Kind.ANSWER,
+                provider=hit.provider,
+                model=hit.model,
+                status=Status.CACHED,
+                usage=Usage(),
+                saved=hit.cost,
+                tier=turn.tier.value if turn.tier else None,
+                complexity=turn.complexity.value if turn.complexity else None,
+                reason="cache hit",
             )
         ]
     )
@@ -148,17 +158,23 @@ async def context(turn: Turn, next: Next) -> Turn:
     overhead = 4  # per message: 3 framing tokens and the role
     fixed = d.system.tokens + message.tokens + 2 * overhead + 3
     n = turns_to_fold(
-        [t.tokens + overhead for t in conv.turns], fixed,
-        conv.summary.tokens + overhead if conv.summary else 0, d.policy,
+        [t.tokens + overhead for t in conv.turns],
+        fixed,
+        conv.summary.tokens + overhead if conv.summary else 0,
+        d.policy,
     )
     seen = f"{len(conv.turns)} turns{', summary' if conv.summary else ''}"
     if n:
         conv = await _fold(turn, conv, n)
     history = ([conv.summary] if conv.summary else []) + conv.turns
-    turn.prompt = [d.system] + [
-        Counted(ChatMessage("system" if t.role == "summary" else t.role, t.content), t.tokens, t.size)
-        for t in history
-    ] + [message]
+    turn.prompt = (
+        [d.system]
+        + [
+            Counted(ChatMessage("system" if t.role == "summary" else t.role, t.content), t.tokens, t.size)
+            for t in history
+        ]
+        + [message]
+    )
     turn.history_in_prompt = bool(history)
     turn.outcome("context", seen + (f", folded {n}" if n else ""))
     turn = await next(turn)
@@ -175,8 +191,10 @@ async def _remember(turn: Turn) -> None:
     reply = d.counter.count(ChatMessage("assistant", turn.answer))
     await d.db.add_turns(
         turn.user,
-        [("user", message.message.content, message.tokens, message.size),
-         ("assistant", reply.message.content, reply.tokens, reply.size)],
+        [
+            ("user", message.message.content, message.tokens, message.size),
+            ("assistant", reply.message.content, reply.tokens, reply.size),
+        ],
         turn.now,
     )
 

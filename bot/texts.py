@@ -29,19 +29,14 @@ class Texts:
         "model until it resets on {reset}."
     )
     warn_global: str = (
-        "Heads-up: the bot has used {percent}% of its {period} budget; answers use a lighter model "
-        "until {reset}."
+        "Heads-up: the bot has used {percent}% of its {period} budget; answers use a lighter model until {reset}."
     )
     blocked_user: str = (
-        "You've reached your {period} budget, so I can't answer with AI right now. "
-        "It resets on {reset}."
+        "You've reached your {period} budget, so I can't answer with AI right now. It resets on {reset}."
     )
-    blocked_global: str = (
-        "The bot has reached its {period} budget, so AI replies are paused. They resume on {reset}."
-    )
+    blocked_global: str = "The bot has reached its {period} budget, so AI replies are paused. They resume on {reset}."
     over_budget: str = (
-        "That would cost more than what is left of your budget. It resets on {reset}; "
-        "/usage shows the details."
+        "That would cost more than what is left of your budget. It resets on {reset}; /usage shows the details."
     )
     providers_down: str = "Sorry, no AI provider could answer just now. Please try again in a minute."
     too_long: str = "That message is too long for me ({tokens} tokens; the most is {limit}). Please shorten it."

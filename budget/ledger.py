@@ -46,9 +46,7 @@ def counter_key(scope_id: str, unit: Unit, window: Window) -> str:
 class Budget:
     """Meters, reservations and settlement over a hot store, seeded from the ledger."""
 
-    def __init__(
-        self, hot: HotStore, db: Database, calendar: Calendar, limits: Limits, reservation_ttl_s: int
-    ) -> None:
+    def __init__(self, hot: HotStore, db: Database, calendar: Calendar, limits: Limits, reservation_ttl_s: int) -> None:
         self.hot = hot
         self.db = db
         self.calendar = calendar
@@ -98,9 +96,7 @@ class Budget:
             ttl = int((window.end - window.start).total_seconds()) + 86_400
             await self.hot.seed_counter(key, value, ttl)
 
-    async def reserve(
-        self, meters: Sequence[Meter], cost: Decimal, tokens: int, now: datetime
-    ) -> Reservation | None:
+    async def reserve(self, meters: Sequence[Meter], cost: Decimal, tokens: int, now: datetime) -> Reservation | None:
         """Hold a worst-case cost and token count on every meter at once; None if any refuses."""
         rid = uuid.uuid4().hex
         nanos = to_nano(cost)
@@ -113,9 +109,7 @@ class Budget:
     async def settle(self, reservation: Reservation, cost: Decimal, tokens: int) -> None:
         """Replace the held worst case by what the call really cost (zero for a failed call)."""
         nanos = to_nano(cost)
-        await self.hot.settle(
-            reservation.id, {k: nanos if u is Unit.USD else tokens for k, u in reservation.keys}
-        )
+        await self.hot.settle(reservation.id, {k: nanos if u is Unit.USD else tokens for k, u in reservation.keys})
 
     async def release(self, reservation: Reservation) -> None:
         await self.settle(reservation, Decimal(0), 0)

@@ -32,5 +32,8 @@ def usd(value: str | int | Decimal) -> Decimal:
 
 
 def fmt_usd(amount: Decimal, places: int = 4) -> str:
-    """Dollars for people: ``$0.0123``."""
+    """Dollars for people: ``$0.0123``; tiny non-zero amounts keep up to 7 places
+    (``$0.0000452``) so that a spend never shows as zero."""
+    while places < 7 and 0 < abs(amount) < Decimal(1).scaleb(-places):
+        places += 1
     return f"${amount.quantize(Decimal(1).scaleb(-places)):,}"

@@ -37,7 +37,7 @@ class Calendar:
         if period is Period.DAY:
             start = local.replace(hour=0, minute=0, second=0, microsecond=0)
             # Add a day by date, not by 24 h, so DST days stay calendar days.
-            nxt = (start.date() + timedelta(days=1))
+            nxt = start.date() + timedelta(days=1)
             end = datetime(nxt.year, nxt.month, nxt.day, tzinfo=self.tz)
             return Window(period, start.strftime("%Y-%m-%d"), start, end)
         start = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)

@@ -14,7 +14,8 @@ class Usage:
 
     ``input_tokens`` is all input, cache reads and writes included (OpenAI's ``prompt_tokens``;
     Anthropic's ``input_tokens + cache_creation_input_tokens + cache_read_input_tokens``).
-    ``output_tokens`` is all output, reasoning included.
+    ``output_tokens`` is all output, reasoning included. ``cache_write_tokens`` is all cache
+    writes; ``cache_write_1h_tokens`` is the part of them written for one hour (billed higher).
     """
 
     input_tokens: int = 0

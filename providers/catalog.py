@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -27,7 +27,7 @@ class ModelSpec:
     model: str
     tier: Tier
     price_provider: str
-    price: Mapping[str, str] | None = None
+    price: Mapping[str, str] | None = field(default=None, hash=False)
 
     @property
     def name(self) -> str:

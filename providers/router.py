@@ -46,8 +46,14 @@ class Router:
         """The tier's models cheapest first; then cheaper tiers, then dearer ones; providers in
         cooldown go last, still tried before the message is given up."""
         order = list(Tier)
-        rank = {t: (0, 0) if t is tier else (1, -order.index(t)) if order.index(t) < order.index(tier)
-                else (2, order.index(t)) for t in order}
+        rank = {
+            t: (0, 0)
+            if t is tier
+            else (1, -order.index(t))
+            if order.index(t) < order.index(tier)
+            else (2, order.index(t))
+            for t in order
+        }
         return sorted(
             self.catalog,
             key=lambda s: (not self.healthy(s.provider, now), rank[s.tier], self._cost[s], s.name),
@@ -63,4 +69,6 @@ class Router:
         h = self.health[spec.provider]
         h.failures += 1
         if h.failures >= self.failure_threshold or retry_after:
-            h.down_until = now + max(self.cooldown_s if h.failures >= self.failure_threshold else 0.0, retry_after or 0.0)
+            h.down_until = now + max(
+                self.cooldown_s if h.failures >= self.failure_threshold else 0.0, retry_after or 0.0
+            )

@@ -16,10 +16,49 @@ SUMMARY_MARKER = "Summarize the conversation"
 MARK = "[simulated] "
 
 _WORDS = (
-    "budget token model answer question cache context reply cost limit provider summary user "
-    "message price window tier simple clear short exact careful steady plan example detail idea "
-    "note point result reason step choice value fact way part time day month hour week"
-).split()
+    "budget",
+    "token",
+    "model",
+    "answer",
+    "question",
+    "cache",
+    "context",
+    "reply",
+    "cost",
+    "limit",
+    "provider",
+    "summary",
+    "user",
+    "message",
+    "price",
+    "window",
+    "tier",
+    "simple",
+    "clear",
+    "short",
+    "exact",
+    "careful",
+    "steady",
+    "plan",
+    "example",
+    "detail",
+    "idea",
+    "note",
+    "point",
+    "result",
+    "reason",
+    "step",
+    "choice",
+    "value",
+    "fact",
+    "way",
+    "part",
+    "time",
+    "day",
+    "month",
+    "hour",
+    "week",
+)
 
 
 class SimulatedProvider:
@@ -43,10 +82,7 @@ class SimulatedProvider:
             await asyncio.sleep(self.latency_s)
         system = request.messages[0].content if request.messages and request.messages[0].role == "system" else ""
         question = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
-        if system.startswith(SUMMARY_MARKER):
-            text = _summary(question)
-        else:
-            text = MARK + _reply(question)
+        text = _summary(question) if system.startswith(SUMMARY_MARKER) else MARK + _reply(question)
         text = self._fit(text, request.max_tokens)
         usage = Usage(
             input_tokens=self._count_prompt(request.messages, request.model),

@@ -31,9 +31,7 @@ class MemoryHotStore:
     async def seed_counter(self, key: str, value: int, ttl_s: int) -> None:
         self._counters.setdefault(key, value)
 
-    async def reserve(
-        self, reservation_id: str, holds: Sequence[Hold], ttl_s: int, now: float
-    ) -> str | None:
+    async def reserve(self, reservation_id: str, holds: Sequence[Hold], ttl_s: int, now: float) -> str | None:
         self._expire_reservations(now)
         for h in holds:
             if h.limit is not None and self._counters.get(h.key, 0) + h.amount > h.limit:

@@ -60,12 +60,27 @@ class SQLiteDatabase:
             f"insert or ignore into ai_requests ({_AI_COLUMNS}) values ({', '.join('?' * 21)})",
             [
                 (
-                    r.request_id, _ts(r.created_at), r.user_key, r.channel, r.message_id,
-                    r.kind.value, r.provider, r.model, r.tier, r.complexity, r.status.value,
-                    r.usage.input_tokens, r.usage.output_tokens, r.usage.cache_read_tokens,
-                    r.usage.cache_write_tokens + r.usage.cache_write_1h_tokens,
-                    r.usage.reasoning_tokens, to_nano(r.cost), to_nano(r.saved), r.latency_ms,
-                    r.error, r.reason,
+                    r.request_id,
+                    _ts(r.created_at),
+                    r.user_key,
+                    r.channel,
+                    r.message_id,
+                    r.kind.value,
+                    r.provider,
+                    r.model,
+                    r.tier,
+                    r.complexity,
+                    r.status.value,
+                    r.usage.input_tokens,
+                    r.usage.output_tokens,
+                    r.usage.cache_read_tokens,
+                    r.usage.cache_write_tokens,
+                    r.usage.reasoning_tokens,
+                    to_nano(r.cost),
+                    to_nano(r.saved),
+                    r.latency_ms,
+                    r.error,
+                    r.reason,
                 )
                 for r in rows
             ],
@@ -83,9 +98,7 @@ class SQLiteDatabase:
         nanos, tokens = self._db.execute(sql, args).fetchone()
         return Spend(int(nanos), int(tokens))
 
-    async def requests(
-        self, start: datetime, end: datetime, user_key: str | None = None
-    ) -> list[AIRequest]:
+    async def requests(self, start: datetime, end: datetime, user_key: str | None = None) -> list[AIRequest]:
         sql = f"select {_AI_COLUMNS} from ai_requests where created_at >= ? and created_at < ?"
         args: list[Any] = [_ts(start), _ts(end)]
         if user_key is not None:
@@ -95,8 +108,7 @@ class SQLiteDatabase:
 
     async def conversation(self, user_key: str) -> Conversation:
         rows = self._db.execute(
-            "select id, role, content, tokens, size from messages"
-            " where user_key = ? and not folded order by id",
+            "select id, role, content, tokens, size from messages where user_key = ? and not folded order by id",
             (user_key,),
         ).fetchall()
         summary = None
@@ -169,8 +181,7 @@ class SQLiteDatabase:
         self, channel: str, message_id: str, user_key: str, payload: dict[str, Any], now: datetime
     ) -> bool:
         cur = self._db.execute(
-            "insert or ignore into inbox (channel, message_id, user_key, payload, received_at)"
-            " values (?, ?, ?, ?, ?)",
+            "insert or ignore into inbox (channel, message_id, user_key, payload, received_at) values (?, ?, ?, ?, ?)",
             (channel, message_id, user_key, json.dumps(payload), _ts(now)),
         )
         return cur.rowcount == 1
@@ -192,15 +203,51 @@ class SQLiteDatabase:
 
 
 def _ai_request(row: tuple[Any, ...]) -> AIRequest:
-    (rid, created, user, channel, mid, kind, provider, model, tier, complexity, status,
-     prompt, completion, cached, cache_write, reasoning, cost, saved, latency, error, reason) = row
+    (
+        rid,
+        created,
+        user,
+        channel,
+        mid,
+        kind,
+        provider,
+        model,
+        tier,
+        complexity,
+        status,
+        prompt,
+        completion,
+        cached,
+        cache_write,
+        reasoning,
+        cost,
+        saved,
+        latency,
+        error,
+        reason,
+    ) = row
     return AIRequest(
-        request_id=rid, created_at=datetime.fromisoformat(created), user_key=user, channel=channel,
-        message_id=mid, kind=Kind(kind), provider=provider, model=model, status=Status(status),
+        request_id=rid,
+        created_at=datetime.fromisoformat(created),
+        user_key=user,
+        channel=channel,
+        message_id=mid,
+        kind=Kind(kind),
+        provider=provider,
+        model=model,
+        status=Status(status),
         usage=Usage(
-            input_tokens=prompt, output_tokens=completion, cache_read_tokens=cached,
-            cache_write_tokens=cache_write, reasoning_tokens=reasoning,
+            input_tokens=prompt,
+            output_tokens=completion,
+            cache_read_tokens=cached,
+            cache_write_tokens=cache_write,
+            reasoning_tokens=reasoning,
         ),
-        cost=from_nano(cost), saved=from_nano(saved), latency_ms=latency, tier=tier,
-        complexity=complexity, error=error, reason=reason,
+        cost=from_nano(cost),
+        saved=from_nano(saved),
+        latency_ms=latency,
+        tier=tier,
+        complexity=complexity,
+        error=error,
+        reason=reason,
     )

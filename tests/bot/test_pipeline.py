@@ -22,11 +22,23 @@ async def rows(bot: Bot, user: str | None = None) -> list[AIRequest]:
 
 async def spend_row(bot: Bot, cost: str, user: str = "console:alice") -> None:
     """Put past spend on the ledger, as an earlier process would have."""
-    await bot.deps.db.record([AIRequest(
-        request_id=f"past-{user}-{cost}", created_at=bot.clock.now - timedelta(hours=1), user_key=user,
-        channel="console", message_id=None, kind=Kind.ANSWER, provider="simulated", model="gpt-4o-mini",
-        status=Status.OK, usage=Usage(10, 10), cost=Decimal(cost),
-    )])
+    await bot.deps.db.record(
+        [
+            AIRequest(
+                request_id=f"past-{user}-{cost}",
+                created_at=bot.clock.now - timedelta(hours=1),
+                user_key=user,
+                channel="console",
+                message_id=None,
+                kind=Kind.ANSWER,
+                provider="simulated",
+                model="gpt-4o-mini",
+                status=Status.OK,
+                usage=Usage(10, 10),
+                cost=Decimal(cost),
+            )
+        ]
+    )
 
 
 async def user_month(bot: Bot, user: str = "console:alice") -> int:
@@ -41,7 +53,9 @@ async def test_an_answer_is_priced_recorded_and_counted(make_bot: Any) -> None:
     [row] = await rows(bot)
     assert (row.kind, row.status, row.provider, row.model) == (Kind.ANSWER, Status.OK, "simulated", "gpt-4o-mini")
     # gpt-4o-mini: $0.15 per million input tokens, $0.60 per million output tokens.
-    expected = Decimal(row.usage.input_tokens) * Decimal("0.00000015") + Decimal(row.usage.output_tokens) * Decimal("0.0000006")
+    expected = Decimal(row.usage.input_tokens) * Decimal("0.00000015") + Decimal(row.usage.output_tokens) * Decimal(
+        "0.0000006"
+    )
     assert row.cost == expected
     assert row.usage.input_tokens == bot.deps.counter.prompt_tokens(turn.prompt, "gpt-4o-mini")
     assert await user_month(bot) == to_nano(expected)
@@ -88,7 +102,9 @@ async def test_block_at_95_percent_says_when_it_resets_and_spends_nothing(make_b
     bot: Bot = await make_bot(user_monthly_limit=Decimal(1))
     await spend_row(bot, "0.95")
     turn = await bot.send("Hello?")
-    assert turn.replies == ["You've reached your monthly budget, so I can't answer with AI right now. It resets on 2026-12-01 00:00 UTC."]
+    assert turn.replies == [
+        "You've reached your monthly budget, so I can't answer with AI right now. It resets on 2026-12-01 00:00 UTC."
+    ]
     assert len(await rows(bot)) == 1  # only the past spend
 
 
@@ -207,9 +223,12 @@ async def test_200_concurrent_messages_never_pass_the_limit(make_bot: Any) -> No
     # Worst case of one message: ~30 prompt tokens + 1,024 output tokens of gpt-4o-mini.
     worst = bot.deps.prices.worst_case("gpt-4o-mini", 40, 1024)
     limit = worst * 10
-    bot2: Bot = await make_bot(model_catalog=ONE_MODEL, rate_limit_per_minute=1000, simulated_latency_ms=5,
-                               user_monthly_limit=limit)
-    turns = await asyncio.gather(*(bot2.send(f"Question number {i}: how do tides work?", user="alice") for i in range(200)))
+    bot2: Bot = await make_bot(
+        model_catalog=ONE_MODEL, rate_limit_per_minute=1000, simulated_latency_ms=5, user_monthly_limit=limit
+    )
+    turns = await asyncio.gather(
+        *(bot2.send(f"Question number {i}: how do tides work?", user="alice") for i in range(200))
+    )
     answered = [t for t in turns if t.answer is not None]
     recorded = await rows(bot2)
     ledger = sum((r.cost for r in recorded), Decimal(0))

@@ -26,10 +26,18 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
 
 def row(rid: str, cost: str, user: str = "console:a", at: datetime = T0, **kw: object) -> AIRequest:
     return AIRequest(
-        request_id=rid, created_at=at, user_key=user, channel="console", message_id="m1",
-        kind=Kind.ANSWER, provider="openai", model="gpt-4o-mini", status=Status.OK,
+        request_id=rid,
+        created_at=at,
+        user_key=user,
+        channel="console",
+        message_id="m1",
+        kind=Kind.ANSWER,
+        provider="openai",
+        model="gpt-4o-mini",
+        status=Status.OK,
         usage=Usage(input_tokens=100, output_tokens=50, cache_read_tokens=20, reasoning_tokens=5),
-        cost=Decimal(cost), **kw,  # type: ignore[arg-type]
+        cost=Decimal(cost),
+        **kw,  # type: ignore[arg-type]
     )
 
 
@@ -51,10 +59,14 @@ async def test_record_is_idempotent_per_request_id(db: Database) -> None:
 
 
 async def test_spend_respects_bounds_and_user(db: Database) -> None:
-    await db.record([
-        row("a", "1", at=T0 - timedelta(microseconds=1)), row("b", "2", at=T0),
-        row("c", "4", at=T0 + timedelta(hours=1)), row("d", "8", user="console:b"),
-    ])
+    await db.record(
+        [
+            row("a", "1", at=T0 - timedelta(microseconds=1)),
+            row("b", "2", at=T0),
+            row("c", "4", at=T0 + timedelta(hours=1)),
+            row("d", "8", user="console:b"),
+        ]
+    )
     assert (await db.spend("console:a", T0, T0 + timedelta(hours=1))).nanos == 2_000_000_000
     assert (await db.spend(None, T0, T0 + timedelta(days=1))).nanos == 14_000_000_000
 

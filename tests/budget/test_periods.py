@@ -9,7 +9,10 @@ def test_utc_day_and_month() -> None:
     day = cal.window(Period.DAY, now)
     month = cal.window(Period.MONTH, now)
     assert (day.key, day.start.isoformat(), day.end.isoformat()) == (
-        "2026-11-23", "2026-11-23T00:00:00+00:00", "2026-11-24T00:00:00+00:00")
+        "2026-11-23",
+        "2026-11-23T00:00:00+00:00",
+        "2026-11-24T00:00:00+00:00",
+    )
     assert (month.key, month.end.isoformat()) == ("2026-11", "2026-12-01T00:00:00+00:00")
 
 

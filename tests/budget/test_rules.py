@@ -18,8 +18,15 @@ def meter(used: int, limit: int | None, scope: Scope = Scope.USER, unit: Unit = 
 
 @pytest.mark.parametrize(
     ("used", "level"),
-    [(0, Level.OK), (799_999, Level.OK), (800_000, Level.WARN), (949_999, Level.WARN),
-     (950_000, Level.BLOCK), (1_000_000, Level.BLOCK), (2_000_000, Level.BLOCK)],
+    [
+        (0, Level.OK),
+        (799_999, Level.OK),
+        (800_000, Level.WARN),
+        (949_999, Level.WARN),
+        (950_000, Level.BLOCK),
+        (1_000_000, Level.BLOCK),
+        (2_000_000, Level.BLOCK),
+    ],
 )
 def test_thresholds_exactly_at_80_and_95_percent(used: int, level: Level) -> None:
     assert level_of(used, 1_000_000, T) is level

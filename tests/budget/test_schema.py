@@ -13,7 +13,9 @@ MIGRATIONS = sorted(Path(__file__).parents[2].joinpath("supabase/migrations").gl
 def sqlite_columns() -> dict[str, dict[str, str]]:
     db = sqlite3.connect(":memory:")
     db.executescript(resources.files("budget.stores").joinpath("sqlite_schema.sql").read_text())
-    tables = [r[0] for r in db.execute("select name from sqlite_master where type='table' and name not like 'sqlite_%'")]
+    tables = [
+        r[0] for r in db.execute("select name from sqlite_master where type='table' and name not like 'sqlite_%'")
+    ]
     return {t: {r[1]: r[2].lower() for r in db.execute(f"pragma table_info({t})")} for t in tables}
 
 
@@ -72,7 +74,8 @@ def test_migrations_apply_twice_and_enable_rls_without_supabase_roles(pg_dsn: st
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
             rls = conn.execute(
                 "select relname, relrowsecurity from pg_class c join pg_namespace n on n.oid = c.relnamespace"
-                " where n.nspname = %s and c.relkind = 'r'", (schema,)
+                " where n.nspname = %s and c.relkind = 'r'",
+                (schema,),
             ).fetchall()
     finally:
         drop(pg_dsn, schema)
