@@ -1,0 +1,145 @@
+"""OpenAI's chat-completions API (or any server that speaks it) through the official async SDK."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import cast
+
+import openai
+from openai.types.chat import ChatCompletionMessageParam
+from openai.types.completion_usage import CompletionUsage
+
+from providers.base import (
+    ChatMessage,
+    CompletionRequest,
+    CompletionResult,
+    FailureKind,
+    ProviderError,
+    Usage,
+)
+
+_ROLES = frozenset({"system", "developer", "user", "assistant"})
+
+
+class OpenAIProvider:
+    """Calls ``chat.completions.create``; the SDK retries ``max_retries`` times on its own.
+
+    ``timeout_s`` bounds each attempt, not the call: the worst case is about
+    ``(max_retries + 1) * timeout_s`` plus the SDK's back-off (which honours ``retry-after``).
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        timeout_s: float = 30.0,
+        max_retries: int = 1,
+        name: str = "openai",
+    ) -> None:
+        self.name = name
+        self._api_key = api_key
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=max_retries
+        )
+
+    async def complete(self, request: CompletionRequest) -> CompletionResult:
+        """Ask once (plus the SDK's retries); raise ProviderError if no answer came."""
+        messages = [self._message(m, request.model) for m in request.messages]
+        try:
+            response = await self._client.chat.completions.create(
+                model=request.model,
+                messages=messages,
+                # `max_tokens` is deprecated and refused by reasoning models (o-series, gpt-5);
+                # `max_completion_tokens` caps visible and reasoning tokens together.
+                max_completion_tokens=request.max_tokens,
+                temperature=openai.omit if request.temperature is None else request.temperature,
+            )
+        except openai.APIError as exc:
+            # `from None`: the SDK's error, whose text may hold the key, stays out of tracebacks.
+            raise self._error(exc, request.model) from None
+        usage = _usage(response.usage)
+        if not response.choices:
+            raise ProviderError(
+                FailureKind.SERVER,
+                "response had no choices",
+                provider=self.name,
+                model=request.model,
+                usage=usage,
+            )
+        return CompletionResult(
+            text=response.choices[0].message.content or "",
+            usage=usage,
+            provider=self.name,
+            model=response.model or request.model,
+        )
+
+    async def aclose(self) -> None:
+        """Close the SDK's HTTP connection pool."""
+        await self._client.close()
+
+    def _message(self, message: ChatMessage, model: str) -> ChatCompletionMessageParam:
+        if message.role not in _ROLES:
+            raise ProviderError(
+                FailureKind.BAD_REQUEST,
+                f"unknown role {message.role!r}",
+                provider=self.name,
+                model=model,
+            )
+        param = {"role": message.role, "content": message.content}
+        if message.name:
+            param["name"] = message.name
+        return cast(ChatCompletionMessageParam, param)
+
+    def _error(self, exc: openai.APIError, model: str) -> ProviderError:
+        kind, retry_after = FailureKind.SERVER, None
+        if isinstance(exc, openai.APITimeoutError):
+            kind = FailureKind.TIMEOUT
+        elif isinstance(exc, openai.APIConnectionError):
+            kind = FailureKind.CONNECTION
+        elif isinstance(exc, openai.APIStatusError):
+            kind = _failure_kind(exc.status_code)
+            retry_after = _retry_after_s(exc.response.headers)
+        # A server or proxy may echo the key in its error text; never pass it on.
+        message = exc.message
+        if self._api_key:
+            message = message.replace(self._api_key, "[redacted]")
+        message = message[:500]
+        return ProviderError(kind, message, provider=self.name, model=model, retry_after=retry_after)
+
+
+def _failure_kind(status: int) -> FailureKind:
+    if status == 429:
+        return FailureKind.RATE_LIMITED
+    if status in (401, 403):
+        return FailureKind.AUTH
+    if status == 408:
+        return FailureKind.TIMEOUT
+    if status >= 500:
+        return FailureKind.SERVER
+    return FailureKind.BAD_REQUEST
+
+
+def _retry_after_s(headers: Mapping[str, str]) -> float | None:
+    # Numeric forms only, milliseconds first, as the SDK reads them; an HTTP date gives None.
+    for header, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            return max(0.0, float(headers[header]) * scale)
+        except (KeyError, ValueError):
+            continue
+    return None
+
+
+def _usage(usage: CompletionUsage | None) -> Usage:
+    # Only a compatible server omits usage: zeros mean "not reported", not "free".
+    if usage is None:
+        return Usage()
+    prompt = usage.prompt_tokens_details
+    completion = usage.completion_tokens_details
+    return Usage(
+        input_tokens=usage.prompt_tokens,  # already includes the cached tokens
+        output_tokens=usage.completion_tokens,  # already includes the reasoning tokens
+        cache_read_tokens=(prompt.cached_tokens or 0) if prompt else 0,
+        cache_write_tokens=(prompt.cache_write_tokens or 0) if prompt else 0,
+        reasoning_tokens=(completion.reasoning_tokens or 0) if completion else 0,
+    )
