@@ -105,6 +105,13 @@ async def _attempt(
     except BaseException:
         await d.budget.release(reservation)  # cancelled or crashed mid-call: give the money back
         raise
+    if result.usage.total_tokens == 0:
+        # Some OpenAI-compatible servers report no usage; zero would read as free. Count it here.
+        usage = Usage(
+            input_tokens=d.counter.prompt_tokens(prompt, spec.model),
+            output_tokens=min(cap, d.counter.count_text(result.text)),
+        )
+        result = CompletionResult(result.text, usage, result.provider, result.model, result.simulated)
     cost = d.prices.cost(spec.model, result.usage)
     await d.budget.settle(reservation, cost, result.usage.total_tokens)
     d.router.succeeded(spec)

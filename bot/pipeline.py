@@ -10,6 +10,7 @@ from bot.turn import Deps, Inbound, Next, Stage, Turn
 
 STAGES: tuple[Stage, ...] = (
     stages.dedupe,  # first: a redelivered message must cost nothing, not even a rate-limit slot
+    stages.only_text,  # a photo or an empty message gets one short reply and costs nothing
     stages.command,  # commands need no budget and must work when the budget is gone
     stages.rate_limit,  # before budget work: a flood costs one counter update a message
     stages.budget_gate,  # block or warn before anything is spent
@@ -47,13 +48,15 @@ class Pipeline:
         self.deps = deps
         self._run = wrap(chain)
 
-    async def handle(self, inbound: Inbound) -> Turn:
+    async def handle(self, inbound: Inbound, *, claimed: bool = False) -> Turn:
+        """Run one message; ``claimed``: the webhook stored it in the inbox already."""
         d = self.deps
         turn = Turn(
             inbound=inbound,
             deps=d,
             now=d.clock(),
             request_id=uuid.uuid4().hex[:12],
+            claimed=claimed,
             is_admin=inbound.user_key in d.settings.admin_user_ids,
         )
         turn = await self._run(turn)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -60,6 +60,20 @@ class Settings(BaseSettings):
     context_token_cap: Annotated[int, Field(ge=1000)] = 8000
     texts_file: Path | None = None
 
+    # Server and channels
+    public_base_url: str | None = None
+    max_body_bytes: Annotated[int, Field(gt=0)] = 1_000_000
+    shutdown_grace_s: Annotated[float, Field(ge=0)] = 20.0
+    telegram_bot_token: SecretStr | None = None
+    telegram_webhook_secret: SecretStr | None = None
+    telegram_api_base_url: str = "https://api.telegram.org/bot"
+    telegram_group_mode: Literal["mention", "all"] = "mention"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_whatsapp_from: str | None = None
+    twilio_api_base_url: str | None = None
+    twilio_price_per_message: Money = Decimal("0.005")
+
     @field_validator("admin_user_ids", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:
@@ -82,7 +96,19 @@ class Settings(BaseSettings):
             raise ValueError("WARNING_THRESHOLD must be below CRITICAL_THRESHOLD")
         if self.min_reply_tokens > self.max_reply_tokens:
             raise ValueError("MIN_REPLY_TOKENS must not exceed MAX_REPLY_TOKENS")
+        if self.telegram_bot_token and not self.telegram_webhook_secret:
+            raise ValueError("TELEGRAM_WEBHOOK_SECRET must be set with TELEGRAM_BOT_TOKEN (webhooks are refused without it)")
+        if self.whatsapp_on and not self.public_base_url:
+            raise ValueError("PUBLIC_BASE_URL must be set for WhatsApp: Twilio signs the public URL of the webhook")
         return self
+
+    @property
+    def telegram_on(self) -> bool:
+        return self.telegram_bot_token is not None
+
+    @property
+    def whatsapp_on(self) -> bool:
+        return bool(self.twilio_account_sid and self.twilio_auth_token and self.twilio_whatsapp_from)
 
     @property
     def providers_on(self) -> list[str]:

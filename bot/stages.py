@@ -10,7 +10,7 @@ import uuid
 
 from bot import commands
 from bot.calls import call_chain, exempt
-from bot.turn import Next, Turn
+from bot.turn import Inbound, Next, Turn
 from budget.cache import CachedAnswer
 from budget.complexity import Complexity, classify
 from budget.context import extractive_summary, turns_to_fold
@@ -37,9 +37,29 @@ def reset_time(turn: Turn, meter: Meter) -> str:
 async def dedupe(turn: Turn, next: Next) -> Turn:
     """A platform message seen before is dropped: no reply, no charge (invariant 4)."""
     ib = turn.inbound
-    payload = {"chat_id": ib.chat_id, "user_id": ib.user_id, "text": ib.text, "kind": ib.kind}
-    if not await turn.deps.db.claim_inbox(ib.channel, ib.message_id, turn.user, payload, turn.now):
+    if turn.claimed:
+        return await next(turn)
+    if not await turn.deps.db.claim_inbox(ib.channel, ib.message_id, turn.user, inbox_payload(ib), turn.now):
         turn.outcome("dedupe", "duplicate")
+        return turn
+    return await next(turn)
+
+
+def inbox_payload(ib: Inbound) -> dict[str, str]:
+    """What the inbox keeps of a message: enough to run it again after a crash."""
+    return {"chat_id": ib.chat_id, "user_id": ib.user_id, "text": ib.text, "kind": ib.kind}
+
+
+async def only_text(turn: Turn, next: Next) -> Turn:
+    """Photos, voice notes, stickers and the like get one short reply; empty text too."""
+    texts = turn.deps.texts
+    if turn.inbound.kind != "text":
+        turn.replies.append(texts.only_text)
+        turn.outcome("kind", turn.inbound.kind)
+        return turn
+    if not turn.inbound.text.strip():
+        turn.replies.append(texts.empty)
+        turn.outcome("kind", "empty")
         return turn
     return await next(turn)
 

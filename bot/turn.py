@@ -73,6 +73,7 @@ class Turn:
     deps: Deps
     now: datetime
     request_id: str
+    claimed: bool = False  # stored in the inbox already, by the webhook that received it
     is_admin: bool = False
     replies: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 from budget.money import ZERO
 from providers.base import Usage
@@ -67,3 +68,14 @@ class Conversation:
 class Spend:
     nanos: int
     tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    """An inbound message not yet done: ``replies`` is set once they were computed (status
+    answered), so a restart sends them without running the message again."""
+
+    channel: str
+    message_id: str
+    payload: dict[str, Any]
+    replies: list[str] | None

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Protocol
 
-from budget.records import AIRequest, Conversation, Spend, StoredTurn
+from budget.records import AIRequest, Conversation, InboxItem, Spend, StoredTurn
 
 
 class Database(Protocol):
@@ -23,6 +24,20 @@ class Database(Protocol):
         ...
 
     async def requests(self, start: datetime, end: datetime, user_key: str | None = None) -> list[AIRequest]: ...
+
+    async def record_fee(
+        self, channel: str, user_key: str, direction: str, message_id: str, fee: Decimal, now: datetime
+    ) -> None:
+        """A platform's per-message fee (once per channel, direction and message id)."""
+        ...
+
+    async def fees(self, start: datetime, end: datetime) -> Decimal: ...
+
+    async def set_user_active(self, user_key: str, active: bool) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise if the store cannot be reached."""
+        ...
 
     async def conversation(self, user_key: str) -> Conversation: ...
 
@@ -49,8 +64,16 @@ class Database(Protocol):
         """Store an inbound message; False if that platform message was seen before."""
         ...
 
-    async def finish_inbox(self, channel: str, message_id: str, now: datetime) -> None: ...
+    async def answer_inbox(self, channel: str, message_id: str, replies: Sequence[str]) -> None:
+        """Keep the computed replies before they are sent (status answered)."""
+        ...
 
-    async def pending_inbox(self) -> list[tuple[str, str, dict[str, Any]]]: ...
+    async def finish_inbox(self, channel: str, message_id: str, now: datetime) -> None:
+        """The replies were sent (status done)."""
+        ...
+
+    async def open_inbox(self) -> list[InboxItem]:
+        """Messages not done, oldest first: what a crash left unfinished."""
+        ...
 
     async def aclose(self) -> None: ...

@@ -10,12 +10,13 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from budget.money import from_nano, to_nano
-from budget.records import AIRequest, Conversation, Kind, Spend, Status, StoredTurn
+from budget.records import AIRequest, Conversation, InboxItem, Kind, Spend, Status, StoredTurn
 from providers.base import Usage
 
 _AI_COLUMNS = (
@@ -106,6 +107,28 @@ class SQLiteDatabase:
             args.append(user_key)
         return [_ai_request(row) for row in self._db.execute(sql + " order by id", args)]
 
+    async def record_fee(
+        self, channel: str, user_key: str, direction: str, message_id: str, fee: Decimal, now: datetime
+    ) -> None:
+        self._db.execute(
+            "insert or ignore into channel_fees (created_at, channel, user_key, direction, message_id, fee_nano)"
+            " values (?, ?, ?, ?, ?, ?)",
+            (_ts(now), channel, user_key, direction, message_id, to_nano(fee)),
+        )
+
+    async def fees(self, start: datetime, end: datetime) -> Decimal:
+        (nanos,) = self._db.execute(
+            "select coalesce(sum(fee_nano), 0) from channel_fees where created_at >= ? and created_at < ?",
+            (_ts(start), _ts(end)),
+        ).fetchone()
+        return from_nano(int(nanos))
+
+    async def set_user_active(self, user_key: str, active: bool) -> None:
+        self._db.execute("update users set active = ? where user_key = ?", (int(active), user_key))
+
+    async def ping(self) -> None:
+        self._db.execute("select 1").fetchone()
+
     async def conversation(self, user_key: str) -> Conversation:
         rows = self._db.execute(
             "select id, role, content, tokens, size from messages where user_key = ? and not folded order by id",
@@ -186,17 +209,23 @@ class SQLiteDatabase:
         )
         return cur.rowcount == 1
 
+    async def answer_inbox(self, channel: str, message_id: str, replies: Sequence[str]) -> None:
+        self._db.execute(
+            "update inbox set status = 'answered', reply = ? where channel = ? and message_id = ?",
+            (json.dumps(list(replies)), channel, message_id),
+        )
+
     async def finish_inbox(self, channel: str, message_id: str, now: datetime) -> None:
         self._db.execute(
             "update inbox set status = 'done', done_at = ? where channel = ? and message_id = ?",
             (_ts(now), channel, message_id),
         )
 
-    async def pending_inbox(self) -> list[tuple[str, str, dict[str, Any]]]:
+    async def open_inbox(self) -> list[InboxItem]:
         rows = self._db.execute(
-            "select channel, message_id, payload from inbox where status = 'pending' order by received_at"
+            "select channel, message_id, payload, reply from inbox where status <> 'done' order by received_at"
         ).fetchall()
-        return [(c, m, json.loads(p)) for c, m, p in rows]
+        return [InboxItem(c, m, json.loads(p), json.loads(r) if r else None) for c, m, p, r in rows]
 
     async def aclose(self) -> None:
         self._db.close()

@@ -30,11 +30,12 @@ create table if not exists inbox (
     user_key    text not null,
     payload     text not null,
     status      text not null default 'pending',
+    reply       text,
     received_at text not null,
     done_at     text,
     primary key (channel, message_id)
 );
-create index if not exists inbox_pending on inbox (received_at) where status = 'pending';
+create index if not exists inbox_open on inbox (received_at) where status <> 'done';
 
 create table if not exists ai_requests (
     id                 integer primary key autoincrement,
@@ -62,6 +63,18 @@ create table if not exists ai_requests (
 );
 create index if not exists ai_requests_user_time on ai_requests (user_key, created_at);
 create index if not exists ai_requests_time on ai_requests (created_at);
+
+create table if not exists channel_fees (
+    id         integer primary key autoincrement,
+    created_at text not null,
+    channel    text not null,
+    user_key   text not null,
+    direction  text not null,
+    message_id text not null,
+    fee_nano   integer not null,
+    unique (channel, direction, message_id)
+);
+create index if not exists channel_fees_time on channel_fees (created_at);
 
 create table if not exists quotas (
     user_key        text primary key,

@@ -35,13 +35,15 @@ create table if not exists inbox (
     message_id  text not null,
     user_key    text not null,
     payload     jsonb not null,
-    status      text not null default 'pending' check (status in ('pending', 'done')),
+    status      text not null default 'pending' check (status in ('pending', 'answered', 'done')),
+    reply       jsonb,
     received_at timestamptz not null default now(),
     done_at     timestamptz,
     primary key (channel, message_id)
 );
 comment on table inbox is 'Inbound platform messages, stored before the webhook is acknowledged.';
-create index if not exists inbox_pending on inbox (received_at) where status = 'pending';
+comment on column inbox.reply is 'The reply parts, kept once computed so a restart re-sends them without paying again.';
+create index if not exists inbox_open on inbox (received_at) where status <> 'done';
 
 create table if not exists ai_requests (
     id                 bigint generated always as identity primary key,
@@ -73,6 +75,19 @@ comment on column ai_requests.cost_usd is 'What the provider billed, exact to th
 comment on column ai_requests.saved_usd is 'For a cache hit, the cost of the answer it re-used.';
 create index if not exists ai_requests_user_time on ai_requests (user_key, created_at);
 create index if not exists ai_requests_time on ai_requests (created_at);
+
+create table if not exists channel_fees (
+    id         bigint generated always as identity primary key,
+    created_at timestamptz not null default now(),
+    channel    text not null,
+    user_key   text not null,
+    direction  text not null check (direction in ('in', 'out')),
+    message_id text not null,
+    fee_usd    numeric(20, 9) not null,
+    unique (channel, direction, message_id)
+);
+comment on table channel_fees is 'What the messaging platform charges per message (Twilio WhatsApp), for the whole bill.';
+create index if not exists channel_fees_time on channel_fees (created_at);
 
 create table if not exists quotas (
     user_key       text primary key,
@@ -115,6 +130,7 @@ alter table messages enable row level security;
 alter table inbox enable row level security;
 alter table ai_requests enable row level security;
 alter table quotas enable row level security;
+alter table channel_fees enable row level security;
 alter table alerts enable row level security;
 alter table audit_log enable row level security;
 
@@ -122,10 +138,11 @@ alter table audit_log enable row level security;
 do $$
 begin
     if exists (select 1 from pg_roles where rolname = 'anon') then
-        revoke all on users, messages, inbox, ai_requests, quotas, alerts, audit_log from anon;
+        revoke all on users, messages, inbox, ai_requests, channel_fees, quotas, alerts, audit_log from anon;
     end if;
     if exists (select 1 from pg_roles where rolname = 'authenticated') then
-        revoke all on users, messages, inbox, ai_requests, quotas, alerts, audit_log from authenticated;
+        revoke all on users, messages, inbox, ai_requests, channel_fees, quotas, alerts, audit_log
+            from authenticated;
     end if;
 end
 $$;

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from budget.records import AIRequest, Kind, Status
+from budget.records import AIRequest, InboxItem, Kind, Status
 from budget.stores import Database, open_database
 from providers.base import Usage
 
@@ -90,10 +90,24 @@ async def test_inbox_claims_each_message_once(db: Database) -> None:
     assert await db.claim_inbox("telegram", "42", "telegram:1", {"text": "hi"}, T0) is True
     assert await db.claim_inbox("telegram", "42", "telegram:1", {"text": "hi"}, T0) is False
     assert await db.claim_inbox("whatsapp", "42", "whatsapp:+1", {"text": "hi"}, T0) is True
+    await db.answer_inbox("whatsapp", "42", ["hello", "there"])
     await db.finish_inbox("telegram", "42", T0)
-    assert await db.pending_inbox() == [("whatsapp", "42", {"text": "hi"})]
+    assert await db.open_inbox() == [InboxItem("whatsapp", "42", {"text": "hi"}, ["hello", "there"])]
+    await db.finish_inbox("whatsapp", "42", T0)
+    assert await db.open_inbox() == []
 
 
 async def test_users_upsert(db: Database) -> None:
     await db.upsert_user("telegram:1", "telegram", "1", T0)
     await db.upsert_user("telegram:1", "telegram", "1", T0 + timedelta(days=1))
+
+
+async def test_channel_fees_count_once_and_sum_exactly(db: Database) -> None:
+    for _ in range(2):
+        await db.record_fee("whatsapp", "whatsapp:+1", "in", "SM1", Decimal("0.005"), T0)
+    await db.record_fee("whatsapp", "whatsapp:+1", "out", "SM1", Decimal("0.005"), T0)
+    await db.record_fee("whatsapp", "whatsapp:+1", "out", "SM2", Decimal("0.0000001"), T0)
+    assert await db.fees(T0, T0 + timedelta(seconds=1)) == Decimal("0.010000100")
+    await db.upsert_user("whatsapp:+1", "whatsapp", "+1", T0)
+    await db.set_user_active("whatsapp:+1", False)
+    await db.ping()

@@ -53,7 +53,11 @@ def test_sqlite_and_postgres_schemas_agree(pg_dsn: str) -> None:
     finally:
         drop(pg_dsn, schema)
     lite = sqlite_columns()
-    assert sorted(pg) == sorted(lite) == ["ai_requests", "alerts", "audit_log", "inbox", "messages", "quotas", "users"]
+    assert (
+        sorted(pg)
+        == sorted(lite)
+        == ["ai_requests", "alerts", "audit_log", "channel_fees", "inbox", "messages", "quotas", "users"]
+    )
     for table, columns in pg.items():
         # Money: NUMERIC *_usd in Postgres is integer nano-dollars *_nano in SQLite.
         expected = {
@@ -79,7 +83,7 @@ def test_migrations_apply_twice_and_enable_rls_without_supabase_roles(pg_dsn: st
             ).fetchall()
     finally:
         drop(pg_dsn, schema)
-    assert len(rls) == 7
+    assert len(rls) == 8
     assert all(enabled for _, enabled in rls)
 
 
