@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -59,7 +59,7 @@ def _banner(settings: Settings, simulated: bool, user: str) -> str:
         f"  provider: {provider}\n"
         f"  budget:   {limit(settings.user_monthly_limit)} a month per user, "
         f"{limit(settings.global_monthly_limit)} a month for the bot\n"
-        f"  database: {settings.database_url}\n"
+        f"  database: {_redact(settings.database_url)}\n"
         "  /help lists commands; Ctrl-D quits."
     )
 
@@ -95,6 +95,118 @@ async def _chat(settings: Settings, user: str) -> None:
         await console_chat(Pipeline(built.deps), user)
     finally:
         await close(built.deps)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    env_file: EnvFile = Path(".env"),
+) -> None:
+    """Serve the webhooks, /healthz and /readyz."""
+    import uvicorn
+
+    from bot.server import create_app
+
+    _logging(False)
+    settings = _settings(env_file)
+    try:
+        application = create_app(settings)
+    except (UnknownModelPrice, ValueError) as error:
+        typer.echo(f"pennybot: {error}", err=True)
+        raise typer.Exit(2) from None
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
+    )
+
+
+@app.command()
+def migrate(env_file: EnvFile = Path(".env")) -> None:
+    """Apply the schema to DATABASE_URL (idempotent; records what it applied)."""
+    from budget.stores import open_database
+
+    _logging(False)
+    settings = _settings(env_file)
+
+    async def go() -> None:
+        db = open_database(settings.database_url)
+        try:
+            await db.migrate()
+        finally:
+            await db.aclose()
+
+    asyncio.run(go())
+    typer.echo(f"schema up to date on {_redact(settings.database_url)}")
+
+
+def _redact(url: str) -> str:
+    """A URL without its password, for messages."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url
+
+
+def _telegram_bot(env_file: Path) -> Any:
+    from telegram import Bot
+
+    settings = _settings(env_file)
+    if settings.telegram_bot_token is None:
+        typer.echo("pennybot: TELEGRAM_BOT_TOKEN is not set", err=True)
+        raise typer.Exit(2)
+    return settings, Bot(settings.telegram_bot_token.get_secret_value(), base_url=settings.telegram_api_base_url)
+
+
+@app.command("set-webhook")
+def set_webhook(
+    url: Annotated[str, typer.Argument(help="The public https URL of /webhook/telegram.")],
+    env_file: EnvFile = Path(".env"),
+) -> None:
+    """Register the Telegram webhook with the secret token and the updates the bot handles."""
+    _logging(False)
+    settings, bot = _telegram_bot(env_file)
+    secret = settings.telegram_webhook_secret.get_secret_value() if settings.telegram_webhook_secret else None
+
+    async def go() -> bool:
+        async with bot:
+            return bool(await bot.set_webhook(url, secret_token=secret, allowed_updates=["message"]))
+
+    typer.echo("webhook set" if asyncio.run(go()) else "Telegram refused the webhook")
+
+
+@app.command("delete-webhook")
+def delete_webhook(env_file: EnvFile = Path(".env")) -> None:
+    """Remove the Telegram webhook."""
+    _logging(False)
+    _, bot = _telegram_bot(env_file)
+
+    async def go() -> bool:
+        async with bot:
+            return bool(await bot.delete_webhook())
+
+    typer.echo("webhook deleted" if asyncio.run(go()) else "Telegram refused")
+
+
+@app.command("webhook-info")
+def webhook_info(env_file: EnvFile = Path(".env")) -> None:
+    """Show what Telegram knows of the webhook."""
+    _logging(False)
+    _, bot = _telegram_bot(env_file)
+
+    async def go() -> Any:
+        async with bot:
+            return await bot.get_webhook_info()
+
+    info = asyncio.run(go())
+    typer.echo(f"url: {info.url or '(none)'}\npending updates: {info.pending_update_count}")
+    if info.last_error_message:
+        typer.echo(f"last error: {info.last_error_message}")
 
 
 def main() -> None:

@@ -19,19 +19,35 @@ def _sqlite(url: str) -> Database:
     return SQLiteDatabase(url)
 
 
+def _postgres(url: str) -> Database:
+    from budget.stores.postgres import PostgresDatabase
+
+    return PostgresDatabase(url)
+
+
 def _memory_hot(url: str) -> HotStore:
     from budget.stores.memory import MemoryHotStore
 
     return MemoryHotStore(url)
 
 
+def _redis_hot(url: str) -> HotStore:
+    from budget.stores.redis import RedisHotStore
+
+    return RedisHotStore(url)
+
+
 DATABASES: dict[str, Callable[[str], Database]] = {
     "sqlite": _sqlite,
     "memory": _sqlite,  # an in-memory SQLite database: the same SQL, nothing on disk
+    "postgresql": _postgres,
+    "postgres": _postgres,
 }
 
 HOT_STORES: dict[str, Callable[[str], HotStore]] = {
     "memory": _memory_hot,
+    "redis": _redis_hot,
+    "rediss": _redis_hot,  # TLS
 }
 
 
@@ -40,7 +56,7 @@ def _scheme(url: str) -> str:
 
 
 def open_database(url: str) -> Database:
-    """The Database for a URL: ``sqlite:///file.db``, ``memory://``."""
+    """The Database for a URL: ``sqlite:///file.db``, ``memory://``, ``postgresql://...``."""
     try:
         return DATABASES[_scheme(url)](url)
     except KeyError:

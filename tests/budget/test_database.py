@@ -1,5 +1,6 @@
 """One contract for every database URL (SQLite file and memory now; Postgres joins later)."""
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -10,18 +11,26 @@ import pytest
 from budget.records import AIRequest, InboxItem, Kind, Status
 from budget.stores import Database, open_database
 from providers.base import Usage
+from tests.budget.test_schema import drop as drop_schema
 
 T0 = datetime(2026, 11, 10, 12, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite-file", "memory"])
+@pytest.fixture(params=["sqlite-file", "memory", "postgresql"])
 async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    url = f"sqlite:///{tmp_path}/pb.db" if request.param == "sqlite-file" else "memory://"
+    schema = None
+    if request.param == "postgresql":
+        schema = f"pb_{uuid.uuid4().hex[:10]}"
+        url = f"{request.getfixturevalue('pg_dsn')}?schema={schema}"
+    else:
+        url = f"sqlite:///{tmp_path}/pb.db" if request.param == "sqlite-file" else "memory://"
     store = open_database(url)
     await store.migrate()
     await store.migrate()  # twice changes nothing
     yield store
     await store.aclose()
+    if schema:
+        drop_schema(request.getfixturevalue("pg_dsn"), schema)
 
 
 def row(rid: str, cost: str, user: str = "console:a", at: datetime = T0, **kw: object) -> AIRequest:

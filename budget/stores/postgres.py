@@ -1,0 +1,264 @@
+"""The Postgres store (``postgresql://...``): a Supabase project's database or any Postgres.
+
+asyncpg with a pool and no prepared-statement cache, so it works through Supabase's
+transaction-mode pooler (pgbouncer) as well as on a direct connection. ``?schema=NAME`` in the
+URL puts every table in that schema. Money is NUMERIC: Decimal in, Decimal out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from budget.records import AIRequest, Conversation, InboxItem, Kind, Spend, Status, StoredTurn
+from providers.base import Usage
+
+_AI_COLUMNS = (
+    "request_id, created_at, user_key, channel, message_id, kind, provider, model, tier, complexity,"
+    " status, prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, reasoning_tokens,"
+    " cost_usd, saved_usd, latency_ms, error, reason"
+)
+_MIGRATION_LOCK = 0x70656E6E79  # "penny": one migrating process at a time
+
+
+def migrations() -> list[tuple[str, str]]:
+    """(name, SQL) of every migration shipped with the package, in order."""
+    folder = resources.files("budget.stores").joinpath("migrations")
+    files = sorted((f.name, f) for f in folder.iterdir() if f.name.endswith(".sql"))
+    return [(name, f.read_text()) for name, f in files]
+
+
+def _split_url(url: str) -> tuple[str, str | None]:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    schema = query.pop("schema", None)
+    return urlunsplit(parts._replace(query=urlencode(query))), schema
+
+
+class PostgresDatabase:
+    """The Database protocol on Postgres."""
+
+    scheme = "postgresql"
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        self.url, self.schema = _split_url(url)
+        self._min, self._max = min_size, max_size
+        self._pool: Any = None
+
+    async def _conn_pool(self) -> Any:
+        if self._pool is None:
+            import asyncpg
+
+            settings = {"search_path": self.schema} if self.schema else {}
+            self._pool = await asyncpg.create_pool(
+                self.url, min_size=self._min, max_size=self._max, statement_cache_size=0,
+                server_settings=settings,
+            )  # fmt: skip
+        return self._pool
+
+    async def migrate(self) -> None:
+        """Apply what is not applied yet, recording each migration; safe to run twice and from
+        several processes at once."""
+        pool = await self._conn_pool()
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("select pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            if self.schema:
+                await conn.execute(f'create schema if not exists "{self.schema}"')
+            await conn.execute(
+                "create table if not exists pennybot_migrations"
+                " (name text primary key, applied_at timestamptz not null default now())"
+            )
+            done = {r["name"] for r in await conn.fetch("select name from pennybot_migrations")}
+            for name, sql in migrations():
+                if name not in done:
+                    await conn.execute(sql)
+                    await conn.execute("insert into pennybot_migrations (name) values ($1)", name)
+
+    async def record(self, rows: Sequence[AIRequest]) -> None:
+        if not rows:
+            return
+        pool = await self._conn_pool()
+        await pool.executemany(
+            f"insert into ai_requests ({_AI_COLUMNS}) values"
+            " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
+            " on conflict (request_id) do nothing",
+            [
+                (
+                    r.request_id, r.created_at, r.user_key, r.channel, r.message_id, r.kind.value, r.provider,
+                    r.model, r.tier, r.complexity, r.status.value, r.usage.input_tokens, r.usage.output_tokens,
+                    r.usage.cache_read_tokens, r.usage.cache_write_tokens, r.usage.reasoning_tokens, r.cost,
+                    r.saved, r.latency_ms, r.error, r.reason,
+                )
+                for r in rows
+            ],
+        )  # fmt: skip
+
+    async def spend(self, user_key: str | None, start: datetime, end: datetime) -> Spend:
+        pool = await self._conn_pool()
+        sql = (
+            "select coalesce(sum(cost_usd), 0) as cost, coalesce(sum(prompt_tokens + completion_tokens), 0) as tokens"
+            " from ai_requests where created_at >= $1 and created_at < $2"
+        )
+        args: list[Any] = [start, end]
+        if user_key is not None:
+            sql += " and user_key = $3"
+            args.append(user_key)
+        row = await pool.fetchrow(sql, *args)
+        return Spend(int(Decimal(row["cost"]) * 1_000_000_000), int(row["tokens"]))
+
+    async def requests(self, start: datetime, end: datetime, user_key: str | None = None) -> list[AIRequest]:
+        pool = await self._conn_pool()
+        sql = f"select {_AI_COLUMNS} from ai_requests where created_at >= $1 and created_at < $2"
+        args: list[Any] = [start, end]
+        if user_key is not None:
+            sql += " and user_key = $3"
+            args.append(user_key)
+        return [_ai_request(r) for r in await pool.fetch(sql + " order by id", *args)]
+
+    async def record_fee(
+        self, channel: str, user_key: str, direction: str, message_id: str, fee: Decimal, now: datetime
+    ) -> None:
+        pool = await self._conn_pool()
+        await pool.execute(
+            "insert into channel_fees (created_at, channel, user_key, direction, message_id, fee_usd)"
+            " values ($1, $2, $3, $4, $5, $6) on conflict do nothing",
+            now, channel, user_key, direction, message_id, fee,
+        )  # fmt: skip
+
+    async def fees(self, start: datetime, end: datetime) -> Decimal:
+        pool = await self._conn_pool()
+        value = await pool.fetchval(
+            "select coalesce(sum(fee_usd), 0) from channel_fees where created_at >= $1 and created_at < $2", start, end
+        )
+        return Decimal(value).quantize(Decimal("0.000000001"))
+
+    async def set_user_active(self, user_key: str, active: bool) -> None:
+        pool = await self._conn_pool()
+        await pool.execute("update users set active = $1 where user_key = $2", active, user_key)
+
+    async def ping(self) -> None:
+        pool = await self._conn_pool()
+        await pool.fetchval("select 1")
+
+    async def conversation(self, user_key: str) -> Conversation:
+        pool = await self._conn_pool()
+        rows = await pool.fetch(
+            "select id, role, content, tokens, size from messages where user_key = $1 and not folded order by id",
+            user_key,
+        )
+        summary, turns = None, []
+        for row in rows:
+            turn = StoredTurn(row["id"], row["role"], row["content"], row["tokens"], row["size"])
+            if turn.role == "summary":
+                summary = turn
+            else:
+                turns.append(turn)
+        return Conversation(summary, turns)
+
+    async def add_turns(
+        self, user_key: str, turns: Sequence[tuple[str, str, int, int]], now: datetime
+    ) -> list[StoredTurn]:
+        pool = await self._conn_pool()
+        async with pool.acquire() as conn, conn.transaction():
+            stored = []
+            for role, content, tokens, size in turns:
+                new_id = await conn.fetchval(
+                    "insert into messages (user_key, role, content, tokens, size, created_at)"
+                    " values ($1, $2, $3, $4, $5, $6) returning id",
+                    user_key, role, content, tokens, size, now,
+                )  # fmt: skip
+                stored.append(StoredTurn(new_id, role, content, tokens, size))
+        return stored
+
+    async def fold(
+        self, user_key: str, turn_ids: Sequence[int], summary: tuple[str, int, int], now: datetime
+    ) -> StoredTurn:
+        content, tokens, size = summary
+        pool = await self._conn_pool()
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "update messages set folded = true where user_key = $1 and (role = 'summary' or id = any($2::bigint[]))"
+                " and not folded",
+                user_key, list(turn_ids),
+            )  # fmt: skip
+            new_id = await conn.fetchval(
+                "insert into messages (user_key, role, content, tokens, size, created_at)"
+                " values ($1, 'summary', $2, $3, $4, $5) returning id",
+                user_key, content, tokens, size, now,
+            )  # fmt: skip
+        return StoredTurn(new_id, "summary", content, tokens, size)
+
+    async def reset_conversation(self, user_key: str) -> int:
+        pool = await self._conn_pool()
+        status = await pool.execute("delete from messages where user_key = $1", user_key)
+        return int(status.split()[-1])
+
+    async def upsert_user(self, user_key: str, channel: str, platform_id: str, now: datetime) -> None:
+        pool = await self._conn_pool()
+        await pool.execute(
+            "insert into users (user_key, channel, platform_id, created_at, last_seen_at) values ($1, $2, $3, $4, $4)"
+            " on conflict (user_key) do update set last_seen_at = excluded.last_seen_at",
+            user_key, channel, platform_id, now,
+        )  # fmt: skip
+
+    async def claim_inbox(
+        self, channel: str, message_id: str, user_key: str, payload: dict[str, Any], now: datetime
+    ) -> bool:
+        pool = await self._conn_pool()
+        status = await pool.execute(
+            "insert into inbox (channel, message_id, user_key, payload, received_at) values ($1, $2, $3, $4::jsonb, $5)"
+            " on conflict do nothing",
+            channel, message_id, user_key, json.dumps(payload), now,
+        )  # fmt: skip
+        return bool(status == "INSERT 0 1")
+
+    async def answer_inbox(self, channel: str, message_id: str, replies: Sequence[str]) -> None:
+        pool = await self._conn_pool()
+        await pool.execute(
+            "update inbox set status = 'answered', reply = $3::jsonb where channel = $1 and message_id = $2",
+            channel, message_id, json.dumps(list(replies)),
+        )  # fmt: skip
+
+    async def finish_inbox(self, channel: str, message_id: str, now: datetime) -> None:
+        pool = await self._conn_pool()
+        await pool.execute(
+            "update inbox set status = 'done', done_at = $3 where channel = $1 and message_id = $2",
+            channel, message_id, now,
+        )  # fmt: skip
+
+    async def open_inbox(self) -> list[InboxItem]:
+        pool = await self._conn_pool()
+        rows = await pool.fetch(
+            "select channel, message_id, payload, reply from inbox where status <> 'done' order by received_at"
+        )
+        return [
+            InboxItem(
+                r["channel"], r["message_id"], json.loads(r["payload"]), json.loads(r["reply"]) if r["reply"] else None
+            )
+            for r in rows
+        ]
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+def _ai_request(row: Any) -> AIRequest:
+    return AIRequest(
+        request_id=row["request_id"], created_at=row["created_at"], user_key=row["user_key"],
+        channel=row["channel"], message_id=row["message_id"], kind=Kind(row["kind"]), provider=row["provider"],
+        model=row["model"], status=Status(row["status"]),
+        usage=Usage(
+            input_tokens=row["prompt_tokens"], output_tokens=row["completion_tokens"],
+            cache_read_tokens=row["cached_tokens"], cache_write_tokens=row["cache_write_tokens"],
+            reasoning_tokens=row["reasoning_tokens"],
+        ),
+        cost=row["cost_usd"], saved=row["saved_usd"], latency_ms=row["latency_ms"], tier=row["tier"],
+        complexity=row["complexity"], error=row["error"], reason=row["reason"],
+    )  # fmt: skip
