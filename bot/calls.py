@@ -130,7 +130,7 @@ async def _record(
     *,
     error: str | None = None,
 ) -> None:
-    await turn.deps.db.record(
+    await turn.deps.recorder.record(
         [
             AIRequest(
                 request_id=uuid.uuid4().hex,

@@ -15,6 +15,7 @@ from bot.turn import Deps
 from budget.cache import AnswerCache
 from budget.context import ContextPolicy
 from budget.ledger import Budget, Limits
+from budget.outbox import DirectRecorder, OutboxRecorder, Recorder
 from budget.periods import Calendar
 from budget.pricing import Price, PriceBook
 from budget.ratelimit import RateLimiter
@@ -111,6 +112,12 @@ def build(
     made = dict(providers) if providers is not None else _providers(settings, catalog, counter)
     router = Router(catalog, made, lambda s: prices.worst_case(s.model, 1000, 1000))
     db = open_database(settings.database_url)
+    # A network database gets the durable outbox: no message waits on it, none is lost when it is down.
+    recorder: Recorder = (
+        DirectRecorder(db)
+        if settings.database_url.startswith(("sqlite", "memory"))
+        else OutboxRecorder(db, settings.outbox_path)
+    )
     hot = open_hot_store(settings.redis_url)
     calendar = Calendar(settings.budget_timezone)
     limits = Limits(
@@ -127,8 +134,9 @@ def build(
     deps = Deps(
         settings=settings,
         db=db,
+        recorder=recorder,
         hot=hot,
-        budget=Budget(hot, db, calendar, limits, ttl),
+        budget=Budget(hot, recorder, calendar, limits, ttl),
         limiter=RateLimiter(hot, settings.rate_limit_per_minute),
         cache=AnswerCache(hot, settings.cache_ttl, settings.max_cache_size),
         counter=counter,
@@ -149,5 +157,6 @@ def build(
 async def close(deps: Deps) -> None:
     for provider in deps.router.providers.values():
         await provider.aclose()
+    await deps.recorder.aclose()
     await deps.hot.aclose()
     await deps.db.aclose()

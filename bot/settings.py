@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     # Stores
     database_url: str = "sqlite:///pennybot.db"
     redis_url: str = "memory://"
+    outbox_path: Path = Path("pennybot-outbox.db")
 
     # Providers
     openai_api_key: SecretStr | None = None
@@ -97,7 +98,9 @@ class Settings(BaseSettings):
         if self.min_reply_tokens > self.max_reply_tokens:
             raise ValueError("MIN_REPLY_TOKENS must not exceed MAX_REPLY_TOKENS")
         if self.telegram_bot_token and not self.telegram_webhook_secret:
-            raise ValueError("TELEGRAM_WEBHOOK_SECRET must be set with TELEGRAM_BOT_TOKEN (webhooks are refused without it)")
+            raise ValueError(
+                "TELEGRAM_WEBHOOK_SECRET must be set with TELEGRAM_BOT_TOKEN (webhooks are refused without it)"
+            )
         if self.whatsapp_on and not self.public_base_url:
             raise ValueError("PUBLIC_BASE_URL must be set for WhatsApp: Twilio signs the public URL of the webhook")
         return self

@@ -142,7 +142,7 @@ async def cache(turn: Turn, next: Next) -> Turn:
 
 
 async def _record_hit(turn: Turn, hit: CachedAnswer) -> None:
-    await turn.deps.db.record(
+    await turn.deps.recorder.record(
         [
             AIRequest(
                 request_id=uuid.uuid4().hex,

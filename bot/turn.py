@@ -15,6 +15,7 @@ from budget.complexity import Complexity
 from budget.context import ContextPolicy
 from budget.ledger import Budget
 from budget.money import ZERO
+from budget.outbox import Recorder
 from budget.periods import Calendar
 from budget.pricing import PriceBook
 from budget.ratelimit import RateLimiter
@@ -48,6 +49,7 @@ class Deps:
 
     settings: Settings
     db: Database
+    recorder: Recorder  # where ai_request rows go: the database, or a durable outbox in front of it
     hot: HotStore
     budget: Budget
     limiter: RateLimiter

@@ -11,11 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Protocol
 
 from budget.money import to_nano
 from budget.periods import Calendar, Period, Window
+from budget.records import Spend
 from budget.rules import Meter, Scope, Unit
-from budget.stores import Database, Hold, HotStore
+from budget.stores import Hold, HotStore
 
 GLOBAL = "global"
 
@@ -43,12 +45,20 @@ def counter_key(scope_id: str, unit: Unit, window: Window) -> str:
     return f"pb:{{{scope_id}}}:{unit.value}:{window.period.value}:{window.key}"
 
 
+class Ledger(Protocol):
+    """Where spend is read from to seed counters: the ledger, with rows still in flight."""
+
+    async def spend(self, user_key: str | None, start: datetime, end: datetime) -> Spend: ...
+
+
 class Budget:
     """Meters, reservations and settlement over a hot store, seeded from the ledger."""
 
-    def __init__(self, hot: HotStore, db: Database, calendar: Calendar, limits: Limits, reservation_ttl_s: int) -> None:
+    def __init__(
+        self, hot: HotStore, ledger: Ledger, calendar: Calendar, limits: Limits, reservation_ttl_s: int
+    ) -> None:
         self.hot = hot
-        self.db = db
+        self.ledger = ledger
         self.calendar = calendar
         self.limits = limits
         self.reservation_ttl_s = reservation_ttl_s
@@ -91,7 +101,7 @@ class Budget:
 
     async def _seed(self, missing: Sequence[tuple[Scope, Unit, Window, str, int | None]], user: str) -> None:
         for scope, unit, window, key, _ in missing:
-            spend = await self.db.spend(user if scope is Scope.USER else None, window.start, window.end)
+            spend = await self.ledger.spend(user if scope is Scope.USER else None, window.start, window.end)
             value = spend.nanos if unit is Unit.USD else spend.tokens
             ttl = int((window.end - window.start).total_seconds()) + 86_400
             await self.hot.seed_counter(key, value, ttl)
