@@ -18,7 +18,7 @@ from bot.turn import Deps, Inbound, Turn
 from budget.tokens import TokenCounter
 from providers.base import Provider
 
-pytest_plugins = ["tests.fakes.llm_fixtures"]
+pytest_plugins = ["tests.fakes.llm_fixtures", "tests.fakes.platform_fixtures"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_DSN = os.environ.get("PENNYBOT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
