@@ -64,7 +64,7 @@ def open_database(url: str) -> Database:
 
 
 def open_hot_store(url: str) -> HotStore:
-    """The HotStore for a URL: ``memory://``."""
+    """The HotStore for a URL: ``memory://``, ``redis://host:port/db?prefix=...``."""
     try:
         return HOT_STORES[_scheme(url)](url)
     except KeyError:

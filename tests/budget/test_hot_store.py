@@ -1,4 +1,4 @@
-"""One contract for every hot store URL (memory now; Redis joins the list in its issue)."""
+"""One contract for every hot store URL: in process and a real Redis (each test in its own key prefix)."""
 
 from collections.abc import AsyncIterator
 
@@ -8,15 +8,23 @@ from budget.cache import AnswerCache, CachedAnswer
 from budget.money import usd
 from budget.ratelimit import RateLimiter
 from budget.stores import Hold, HotStore, open_hot_store
+from tests.budget.test_redis_store import REDIS_URL, redis_namespace
 
-URLS = ["memory://"]
+URLS = ["memory://", REDIS_URL]
 
 
-@pytest.fixture(params=URLS)
+@pytest.fixture(params=URLS, ids=lambda url: url.split(":", 1)[0])
 async def hot(request: pytest.FixtureRequest) -> AsyncIterator[HotStore]:
-    store = open_hot_store(request.param)
-    yield store
-    await store.aclose()
+    url: str = request.param
+    if not url.startswith("redis"):
+        store = open_hot_store(url)
+        yield store
+        await store.aclose()
+        return
+    async with redis_namespace(url) as prefixed:  # skips (fails in CI) when Redis is not there
+        store = open_hot_store(prefixed)
+        yield store
+        await store.aclose()
 
 
 async def test_counters_start_missing_and_seed_only_once(hot: HotStore) -> None:

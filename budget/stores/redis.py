@@ -1,0 +1,168 @@
+"""The Redis hot store (``redis://host:port/db``, ``rediss://`` for TLS), shared by every replica.
+
+URL options: ``prefix`` namespaces every key (``<prefix>:pb:{user}:...``, outside the hash tag);
+``max_connections`` and ``timeout`` size the blocking pool (a call waits up to ``timeout`` seconds
+for a free connection instead of failing). Each method is one round trip: a command or one Lua
+script (``lua/*.lua``, sent by EVALSHA and reloaded by redis-py after a SCRIPT FLUSH).
+
+Known limits:
+
+- Time is the ``now`` callers pass (wall-clock epoch seconds in the bot, a hand-driven clock in
+  tests), never Redis TIME. Redis's own expiries (rate-limit logs, cache values, counters) only free
+  memory and assume that clock is roughly wall time.
+- Redis Cluster: a reservation touches a user's keys and the global ones (``pb:{global}:...``) in one
+  script, which crosses slots, and the expiry sweep in ``reserve.lua`` reaches reservation hashes
+  not named in KEYS. Use a single node or Sentinel; a Cluster needs the global counters split out.
+- Run Redis with ``maxmemory-policy noeviction``: an evicted counter is re-seeded from the ledger
+  without the holds in flight, and an evicted reservation never gives its money back.
+- Lua compares ``counter + amount <= limit`` in doubles: exact below 2**53 (9e15 nano-dollars, about
+  $9M); the counters themselves change only through Redis's 64-bit INCRBY/DECRBY.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from functools import cache
+from importlib.resources import files
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from redis.asyncio import BlockingConnectionPool, Redis
+
+from budget.stores.base import Hold
+
+# The pool waits up to POOL_TIMEOUT_S for a connection rather than raising at once, as the default
+# pool does past its size: a burst of messages queues instead of failing.
+MAX_CONNECTIONS = 50
+POOL_TIMEOUT_S = 20.0
+
+
+@cache
+def _lua(name: str) -> str:
+    """A script's source from ``budget/stores/lua``, read once per process."""
+    return (files("budget.stores") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+
+
+def _split_url(url: str) -> tuple[str, str]:
+    """The URL without our own ``prefix`` option (redis-py would pass it on to the connection), and the prefix."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = next((v for k, v in query if k == "prefix"), "")
+    if "{" in prefix or "}" in prefix:
+        raise ValueError("the Redis key prefix must not contain braces: they would replace the keys' hash tags")
+    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+    return urlunsplit(parts._replace(query=rest)), prefix
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
+
+
+def _whole(n: int) -> int:
+    # A float would fail INCRBY half way through a script, after earlier writes: refuse it before sending.
+    if not isinstance(n, int):
+        raise TypeError(f"counters hold whole numbers (nano-dollars, tokens), not {type(n).__name__}")
+    return n
+
+
+def _score(t: float) -> str:
+    # repr round-trips a double exactly, so Redis compares the very times the memory store would.
+    return repr(float(t))
+
+
+class RedisHotStore:
+    """Counters, reservations, the rate limiter and the answer cache in Redis, each step atomic."""
+
+    scheme = "redis"
+
+    def __init__(self, url: str, *, max_connections: int = MAX_CONNECTIONS, timeout: float = POOL_TIMEOUT_S) -> None:
+        clean, prefix = _split_url(url)
+        self.url = _redacted(url)
+        self.prefix = f"{prefix}:" if prefix else ""
+        # URL query options win over these keyword arguments (redis-py's from_url rule).
+        pool = BlockingConnectionPool.from_url(
+            clean, max_connections=max_connections, timeout=timeout, decode_responses=True
+        )
+        self.redis: Redis = Redis.from_pool(pool)
+        self._reserve = self.redis.register_script(_lua("reserve"))
+        self._settle = self.redis.register_script(_lua("settle"))
+        self._hit = self.redis.register_script(_lua("hit"))
+        self._cache_get = self.redis.register_script(_lua("cache_get"))
+        self._cache_put = self.redis.register_script(_lua("cache_put"))
+        self._cache_size = self.redis.register_script(_lua("cache_size"))
+        self._cache_clear = self.redis.register_script(_lua("cache_clear"))
+        # The store's own keys. "id:" keeps a reservation named "due" from landing on the index.
+        self._due = self._k("pb:rsv:due")
+        self._held_prefix = self._k("pb:rsv:id:")
+        self._lru = self._k("pb:{cache}:lru")
+        self._expiry = self._k("pb:{cache}:expiry")
+        self._seq = self._k("pb:{cache}:seq")
+
+    def _k(self, key: str) -> str:
+        return self.prefix + key
+
+    async def get_counters(self, keys: Sequence[str]) -> list[int | None]:
+        if not keys:
+            return []
+        values: list[Any] = await self.redis.mget([self._k(k) for k in keys])
+        return [None if v is None else int(v) for v in values]
+
+    async def seed_counter(self, key: str, value: int, ttl_s: int) -> None:
+        await self.redis.set(self._k(key), _whole(value), nx=True, ex=max(1, int(ttl_s)))
+
+    async def reserve(self, reservation_id: str, holds: Sequence[Hold], ttl_s: int, now: float) -> str | None:
+        args: list[str | int] = [_score(now), _score(now + ttl_s), reservation_id, self._held_prefix]
+        for h in holds:
+            args += [_whole(h.amount), "" if h.limit is None else _whole(h.limit)]
+        keys = [self._due, self._held_prefix + reservation_id, *(self._k(h.key) for h in holds)]
+        refused = int(await self._reserve(keys=keys, args=args))
+        return None if refused == 0 else holds[refused - 1].key
+
+    async def settle(self, reservation_id: str, actual: Mapping[str, int]) -> None:
+        keys = [self._due, self._held_prefix + reservation_id, *(self._k(k) for k in actual)]
+        await self._settle(keys=keys, args=[reservation_id, *(_whole(v) for v in actual.values())])
+
+    async def hit(self, key: str, limit: int, window_s: float, now: float) -> float:
+        if limit < 1:  # the script would let everything through; the memory store fails too
+            raise ValueError(f"a rate limit must allow at least one event per window, not {limit}")
+        member = f"{_score(now)}:{uuid.uuid4().hex[:16]}"  # two events at one instant are two events
+        expire_ms = max(1, math.ceil(window_s * 1000))
+        oldest = await self._hit(
+            keys=[self._k(key)], args=[_score(now - window_s), int(limit), _score(now), member, expire_ms]
+        )
+        if oldest is None:
+            return 0.0
+        return float(oldest) + window_s - now  # the same arithmetic, in the same order, as the memory store
+
+    async def cache_get(self, key: str, now: float) -> str | None:
+        value: str | None = await self._cache_get(keys=self._cache_keys(key), args=[_score(now)])
+        return value
+
+    async def cache_put(self, key: str, value: str, ttl_s: float, max_size: int, now: float) -> None:
+        expire_ms = max(1, math.ceil(ttl_s * 1000))
+        await self._cache_put(
+            keys=self._cache_keys(key), args=[value, expire_ms, _score(now + ttl_s), max(0, int(max_size))]
+        )
+
+    def _cache_keys(self, key: str) -> list[str]:
+        return [self._k(key), self._lru, self._expiry, self._seq]
+
+    async def cache_clear(self) -> int:
+        return int(await self._cache_clear(keys=[self._lru, self._expiry]))
+
+    async def cache_size(self, now: float) -> int:
+        return int(await self._cache_size(keys=[self._lru, self._expiry], args=[_score(now)]))
+
+    async def incr(self, key: str, by: int = 1) -> int:
+        return int(await self.redis.incrby(self._k(key), _whole(by)))
+
+    async def set_once(self, key: str, ttl_s: int) -> bool:
+        return bool(await self.redis.set(self._k(key), 1, nx=True, ex=max(1, int(ttl_s))))
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()  # from_pool gave the client the pool: this closes its connections too
