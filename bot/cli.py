@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from bot.logs import protect, secrets_of
 from bot.settings import Settings, describe_errors, load_settings
 from budget.money import fmt_usd
 from budget.pricing import UnknownModelPrice
@@ -28,10 +29,12 @@ EnvFile = Annotated[Path, typer.Option("--env-file", help="Settings file read af
 
 def _settings(env_file: Path) -> Settings:
     try:
-        return load_settings(env_file if env_file.exists() else None)
+        settings = load_settings(env_file if env_file.exists() else None)
     except ValidationError as error:
         typer.echo(f"pennybot: bad setting: {describe_errors(error)}", err=True)
         raise typer.Exit(2) from None
+    protect(secrets_of(settings))  # before anything can log
+    return settings
 
 
 def _logging(verbose: bool) -> None:
@@ -40,9 +43,6 @@ def _logging(verbose: bool) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # httpx logs request URLs at INFO, and Telegram's carry the bot token (FACTS.md).
-    for name in ("httpx", "httpx2", "httpcore", "openai", "anthropic"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _banner(settings: Settings, simulated: bool, user: str) -> str:

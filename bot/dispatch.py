@@ -52,7 +52,9 @@ class Dispatcher:
         """Store the message; False if this platform message was seen before (drop it)."""
         deps = self.pipeline.deps
         body = inbox_payload(inbound) | (payload or {})
-        return bool(await deps.db.claim_inbox(inbound.channel, inbound.message_id, inbound.user_key, body, deps.clock()))
+        return bool(
+            await deps.db.claim_inbox(inbound.channel, inbound.message_id, inbound.user_key, body, deps.clock())
+        )
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -83,7 +85,9 @@ class Dispatcher:
             if item.channel not in self.repliers:
                 continue
             p = item.payload
-            inbound = Inbound(item.channel, p["chat_id"], p["user_id"], item.message_id, p["text"], p.get("kind", "text"))
+            inbound = Inbound(
+                item.channel, p["chat_id"], p["user_id"], item.message_id, p["text"], p.get("kind", "text")
+            )
             self.spawn(self.run(inbound, item.replies))
         return len(items)
 

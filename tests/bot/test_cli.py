@@ -41,3 +41,27 @@ def test_bad_setting_stops_with_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip() == "pennybot: bad setting: USER_MONTHLY_LIMIT: Input should be a valid decimal"
     assert done.stdout == ""
+
+
+def test_webhook_commands_against_a_local_bot_api(tmp_path: Path, telegram_server: object) -> None:
+    from tests.fakes.telegram_server import TEST_TOKEN, FakeTelegramServer
+
+    assert isinstance(telegram_server, FakeTelegramServer)
+    env = {"TELEGRAM_BOT_TOKEN": TEST_TOKEN, "TELEGRAM_WEBHOOK_SECRET": "hook-secret-1",
+           "TELEGRAM_API_BASE_URL": telegram_server.base_url}  # fmt: skip
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        clean = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+        return subprocess.run([sys.executable, "-c", "from bot.cli import main; main()", *args],
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path, env=clean | env)  # fmt: skip
+
+    done = cli("set-webhook", "https://bot.example.com/webhook/telegram")
+    assert done.stdout.strip() == "webhook set", done.stderr
+    [call] = telegram_server.calls_to("setWebhook")
+    assert call.params["url"] == "https://bot.example.com/webhook/telegram"
+    assert call.params["secret_token"] == "hook-secret-1"
+    assert call.arg("allowed_updates") == ["message"]
+    info = cli("webhook-info")
+    assert info.stdout.startswith("url: https://bot.example.com/webhook/telegram\npending updates: 0")
+    assert cli("delete-webhook").stdout.strip() == "webhook deleted"
+    assert TEST_TOKEN not in info.stdout + info.stderr

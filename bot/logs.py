@@ -1,0 +1,59 @@
+"""Logging that cannot leak a secret (DESIGN invariant 8).
+
+Every log record, from any library, passes through a record factory that replaces each configured
+secret with ``[redacted]`` before a handler sees it: the Telegram token sits inside every Bot API
+URL, and HTTP clients log URLs. The HTTP clients' request logs are also kept at WARNING.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from bot.settings import Settings
+
+QUIET = ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "anthropic", "telegram.ext.ExtBot", "twilio.http_client")
+_secrets: set[str] = set()
+_base_factory = logging.getLogRecordFactory()
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    """Every secret value the settings hold, and the parts a log line could show on their own."""
+    found: list[str] = []
+    for value in (
+        settings.telegram_bot_token, settings.telegram_webhook_secret, settings.twilio_auth_token,
+        settings.openai_api_key, settings.anthropic_api_key,
+    ):  # fmt: skip
+        if value is not None and value.get_secret_value():
+            secret = value.get_secret_value()
+            found.append(secret)
+            if ":" in secret:  # a Telegram token: the part after the bot id is the secret
+                found.append(secret.split(":", 1)[1])
+    for url in (settings.database_url, settings.redis_url):
+        password = urlsplit(url).password
+        if password:
+            found.append(password)
+    return [s for s in found if len(s) >= 6]  # too short to redact safely: it would mangle logs
+
+
+def _redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    record = _base_factory(*args, **kwargs)
+    if _secrets:
+        message = record.getMessage()
+        if any(s in message for s in _secrets):
+            for secret in sorted(_secrets, key=len, reverse=True):
+                message = message.replace(secret, "[redacted]")
+            record.msg, record.args = message, None
+    return record
+
+
+def protect(secrets: Iterable[str]) -> None:
+    """Redact these secrets from every log record from now on; quiet the HTTP request logs."""
+    _secrets.update(secrets)
+    if logging.getLogRecordFactory() is not _redacting_factory:
+        logging.setLogRecordFactory(_redacting_factory)
+    for name in QUIET:
+        if logging.getLogger(name).level < logging.WARNING:
+            logging.getLogger(name).setLevel(logging.WARNING)

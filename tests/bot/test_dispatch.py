@@ -1,0 +1,56 @@
+"""The inbox's life cycle through the Dispatcher, in process."""
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from bot.dispatch import Dispatcher
+from bot.turn import Inbound
+from tests.conftest import Bot
+
+
+class Recording:
+    name = "console"
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, list[str]]] = []
+
+    async def send(self, inbound: Inbound, parts: Sequence[str]) -> None:
+        self.sent.append((inbound.message_id, list(parts)))
+
+    @contextlib.asynccontextmanager
+    async def typing(self, inbound: Inbound) -> AsyncIterator[None]:
+        yield
+
+
+async def test_answered_but_unsent_replies_are_resent_without_a_new_call(make_bot: Any) -> None:
+    bot: Bot = await make_bot()
+    replier = Recording()
+    dispatcher = Dispatcher(bot.pipeline, {"console": replier})
+    db = bot.deps.db
+    # A previous life: one message answered but not sent, one not even answered.
+    answered = Inbound("console", "a", "a", "m-1", "first")
+    pending = Inbound("console", "a", "a", "m-2", "second question")
+    assert await dispatcher.claim(answered) and await dispatcher.claim(pending)
+    await db.answer_inbox("console", "m-1", ["the stored reply"])
+    assert await dispatcher.resume() == 2
+    await dispatcher.drain(5)
+    sent = dict(replier.sent)
+    assert sent["m-1"] == ["the stored reply"]
+    assert len(sent["m-2"]) == 1 and sent["m-2"][0].startswith('[simulated] You asked: "second question"')
+    assert len(replier.sent) == 2
+    now = bot.clock.now
+    rows = await bot.deps.db.requests(now.replace(day=1), now.replace(day=28))
+    assert [r.message_id for r in rows] == ["m-2"]  # only the unanswered one was sent to a model
+    assert await db.open_inbox() == []
+
+
+async def test_drain_reports_messages_still_running(make_bot: Any) -> None:
+    bot: Bot = await make_bot(simulated_latency_ms=2000)
+    dispatcher = Dispatcher(bot.pipeline, {"console": Recording()})
+    inbound = Inbound("console", "a", "a", "slow", "a slow one")
+    assert await dispatcher.claim(inbound)
+    dispatcher.spawn(dispatcher.run(inbound))
+    assert await dispatcher.drain(0.05) == 1
+    assert not dispatcher.accepting
+    assert [i.message_id for i in await bot.deps.db.open_inbox()] == ["slow"]  # finished after the restart
