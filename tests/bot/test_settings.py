@@ -78,3 +78,18 @@ def test_an_unknown_model_is_refused_at_start_unless_priced(counter: object) -> 
 def test_env_example_lists_every_setting() -> None:
     listed = set(re.findall(r"^#? ?([A-Z_0-9]+)=", (ROOT / ".env.example").read_text(), re.M))
     assert listed == {name.upper() for name in Settings.model_fields}
+
+
+def test_texts_file_replaces_texts_and_refuses_unknown_names(tmp_path: Path) -> None:
+    import json
+
+    from bot.texts import Texts, load_texts
+
+    path = tmp_path / "texts.json"
+    path.write_text(json.dumps({"rate_limited": "Langsam! Noch {seconds} s."}), encoding="utf-8")
+    texts = load_texts(path)
+    assert texts.rate_limited.format(seconds=3) == "Langsam! Noch 3 s."
+    assert texts.help == Texts().help
+    path.write_text(json.dumps({"no_such_text": "x"}))
+    with pytest.raises(ValueError, match="no_such_text"):
+        load_texts(path)

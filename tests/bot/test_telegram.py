@@ -2,6 +2,7 @@
 sent by python-telegram-bot to a local Bot API server, and what that server received."""
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -164,3 +165,41 @@ async def test_a_migrated_group_is_followed_to_its_new_id(telegram_server: FakeT
         await s.telegram(text_update(40, 5, -300, f"@{BOT_USERNAME} hi", chat_type="group"))
         await until(lambda: len(telegram_server.calls_to("sendMessage")) == 2)
         assert [c.params["chat_id"] for c in telegram_server.calls_to("sendMessage")] == ["-300", "-1009999"]
+
+
+async def test_typing_is_refreshed_while_the_bot_works(telegram_server: FakeTelegramServer) -> None:
+    from telegram import Bot
+
+    from bot.channels.telegram import TelegramReplier
+    from bot.turn import Inbound
+    from tests.fakes.telegram_server import TEST_TOKEN
+
+    async with Bot(TEST_TOKEN, base_url=telegram_server.base_url) as bot:
+        replier = TelegramReplier(bot, None, typing_every_s=0.1)  # type: ignore[arg-type]
+        async with replier.typing(Inbound("telegram", "42", "42", "1", "hi")):
+            await asyncio.sleep(0.35)
+    actions = telegram_server.calls_to("sendChatAction")
+    assert len(actions) >= 3  # refreshed, not sent once
+    gaps = [b.received_at - a.received_at for a, b in zip(actions, actions[1:], strict=False)]
+    assert all(g >= 0.09 for g in gaps)  # every refresh interval, not a burst
+    assert {(c.params["chat_id"], c.params["action"]) for c in actions} == {("42", "typing")}
+
+
+async def test_shutdown_lets_in_flight_messages_finish(telegram_server: FakeTelegramServer) -> None:
+    async with serve(**channel_settings(telegram_server, None, simulated_latency_ms=500)) as s:
+        await s.telegram(text_update(50, 90, 90, "a slow question"))
+        await until(lambda: len(telegram_server.calls_to("sendChatAction")) >= 1)
+    # The server has stopped: the message in flight was answered within the grace period.
+    assert len(telegram_server.sent_texts(90)) == 1
+
+
+async def test_readyz_checks_stores_and_providers(telegram_server: FakeTelegramServer) -> None:
+    async with serve(**channel_settings(telegram_server, None)) as s:
+        r = await s.http.get("/readyz")
+        assert (r.status_code, r.json()) == (200, {"status": "ok", "checks": {
+            "database": "ok", "hot_store": "ok", "providers": "ok"}})  # fmt: skip
+        router = s.runtime.built.deps.router
+        router.failed(router.catalog[0], now=time.time(), retry_after=60)
+        r = await s.http.get("/readyz")
+        assert r.status_code == 503
+        assert r.json()["checks"]["providers"] == "error: every provider is in cooldown"
