@@ -2,6 +2,10 @@
 # The whole suite: install what the tests need, lint, type-check, test. README's second command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Debian packages the tests drive for real: pgbouncer (the transaction-mode pooler Supabase uses).
+if ! command -v pgbouncer >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null
+fi
 python3 -m pip install --quiet --disable-pip-version-check -e ".[test]"
 python3 -m ruff check .
 python3 -m mypy

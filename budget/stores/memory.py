@@ -33,6 +33,8 @@ class MemoryHotStore:
 
     async def reserve(self, reservation_id: str, holds: Sequence[Hold], ttl_s: int, now: float) -> str | None:
         self._expire_reservations(now)
+        if reservation_id in self._reservations:
+            return None  # a retried call that already applied: a success, never a second hold
         for h in holds:
             if h.limit is not None and self._counters.get(h.key, 0) + h.amount > h.limit:
                 return h.key

@@ -47,6 +47,11 @@ class PostgresDatabase:
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
         self.url, self.schema = _split_url(url)
+        if self.schema is not None and not self.schema.isidentifier():
+            raise ValueError(f"schema must be a plain identifier, not {self.schema!r}")
+        # Tables are schema-qualified rather than found through search_path: a transaction-mode
+        # pooler (pgbouncer, Supabase's) refuses search_path at connect and would leak a SET.
+        self.s = f'"{self.schema}".' if self.schema else ""
         self._min, self._max = min_size, max_size
         self._pool: Any = None
 
@@ -54,11 +59,9 @@ class PostgresDatabase:
         if self._pool is None:
             import asyncpg
 
-            settings = {"search_path": self.schema} if self.schema else {}
             self._pool = await asyncpg.create_pool(
-                self.url, min_size=self._min, max_size=self._max, statement_cache_size=0,
-                server_settings=settings,
-            )  # fmt: skip
+                self.url, min_size=self._min, max_size=self._max, statement_cache_size=0
+            )
         return self._pool
 
     async def migrate(self) -> None:
@@ -69,6 +72,7 @@ class PostgresDatabase:
             await conn.execute("select pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
             if self.schema:
                 await conn.execute(f'create schema if not exists "{self.schema}"')
+                await conn.execute(f'set local search_path to "{self.schema}"')  # this transaction only
             await conn.execute(
                 "create table if not exists pennybot_migrations"
                 " (name text primary key, applied_at timestamptz not null default now())"
@@ -84,7 +88,7 @@ class PostgresDatabase:
             return
         pool = await self._conn_pool()
         await pool.executemany(
-            f"insert into ai_requests ({_AI_COLUMNS}) values"
+            f"insert into {self.s}ai_requests ({_AI_COLUMNS}) values"
             " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
             " on conflict (request_id) do nothing",
             [
@@ -102,7 +106,7 @@ class PostgresDatabase:
         pool = await self._conn_pool()
         sql = (
             "select coalesce(sum(cost_usd), 0) as cost, coalesce(sum(prompt_tokens + completion_tokens), 0) as tokens"
-            " from ai_requests where created_at >= $1 and created_at < $2"
+            f" from {self.s}ai_requests where created_at >= $1 and created_at < $2"
         )
         args: list[Any] = [start, end]
         if user_key is not None:
@@ -113,7 +117,7 @@ class PostgresDatabase:
 
     async def requests(self, start: datetime, end: datetime, user_key: str | None = None) -> list[AIRequest]:
         pool = await self._conn_pool()
-        sql = f"select {_AI_COLUMNS} from ai_requests where created_at >= $1 and created_at < $2"
+        sql = f"select {_AI_COLUMNS} from {self.s}ai_requests where created_at >= $1 and created_at < $2"
         args: list[Any] = [start, end]
         if user_key is not None:
             sql += " and user_key = $3"
@@ -125,7 +129,7 @@ class PostgresDatabase:
     ) -> None:
         pool = await self._conn_pool()
         await pool.execute(
-            "insert into channel_fees (created_at, channel, user_key, direction, message_id, fee_usd)"
+            f"insert into {self.s}channel_fees (created_at, channel, user_key, direction, message_id, fee_usd)"
             " values ($1, $2, $3, $4, $5, $6) on conflict do nothing",
             now, channel, user_key, direction, message_id, fee,
         )  # fmt: skip
@@ -133,13 +137,15 @@ class PostgresDatabase:
     async def fees(self, start: datetime, end: datetime) -> Decimal:
         pool = await self._conn_pool()
         value = await pool.fetchval(
-            "select coalesce(sum(fee_usd), 0) from channel_fees where created_at >= $1 and created_at < $2", start, end
+            f"select coalesce(sum(fee_usd), 0) from {self.s}channel_fees where created_at >= $1 and created_at < $2",
+            start,
+            end,
         )
         return Decimal(value).quantize(Decimal("0.000000001"))
 
     async def set_user_active(self, user_key: str, active: bool) -> None:
         pool = await self._conn_pool()
-        await pool.execute("update users set active = $1 where user_key = $2", active, user_key)
+        await pool.execute(f"update {self.s}users set active = $1 where user_key = $2", active, user_key)
 
     async def ping(self) -> None:
         pool = await self._conn_pool()
@@ -148,7 +154,8 @@ class PostgresDatabase:
     async def conversation(self, user_key: str) -> Conversation:
         pool = await self._conn_pool()
         rows = await pool.fetch(
-            "select id, role, content, tokens, size from messages where user_key = $1 and not folded order by id",
+            f"select id, role, content, tokens, size from {self.s}messages"
+            " where user_key = $1 and not folded order by id",
             user_key,
         )
         summary, turns = None, []
@@ -168,7 +175,7 @@ class PostgresDatabase:
             stored = []
             for role, content, tokens, size in turns:
                 new_id = await conn.fetchval(
-                    "insert into messages (user_key, role, content, tokens, size, created_at)"
+                    f"insert into {self.s}messages (user_key, role, content, tokens, size, created_at)"
                     " values ($1, $2, $3, $4, $5, $6) returning id",
                     user_key, role, content, tokens, size, now,
                 )  # fmt: skip
@@ -182,12 +189,13 @@ class PostgresDatabase:
         pool = await self._conn_pool()
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                "update messages set folded = true where user_key = $1 and (role = 'summary' or id = any($2::bigint[]))"
+                f"update {self.s}messages set folded = true"
+                " where user_key = $1 and (role = 'summary' or id = any($2::bigint[]))"
                 " and not folded",
                 user_key, list(turn_ids),
             )  # fmt: skip
             new_id = await conn.fetchval(
-                "insert into messages (user_key, role, content, tokens, size, created_at)"
+                f"insert into {self.s}messages (user_key, role, content, tokens, size, created_at)"
                 " values ($1, 'summary', $2, $3, $4, $5) returning id",
                 user_key, content, tokens, size, now,
             )  # fmt: skip
@@ -195,13 +203,14 @@ class PostgresDatabase:
 
     async def reset_conversation(self, user_key: str) -> int:
         pool = await self._conn_pool()
-        status = await pool.execute("delete from messages where user_key = $1", user_key)
+        status = await pool.execute(f"delete from {self.s}messages where user_key = $1", user_key)
         return int(status.split()[-1])
 
     async def upsert_user(self, user_key: str, channel: str, platform_id: str, now: datetime) -> None:
         pool = await self._conn_pool()
         await pool.execute(
-            "insert into users (user_key, channel, platform_id, created_at, last_seen_at) values ($1, $2, $3, $4, $4)"
+            f"insert into {self.s}users (user_key, channel, platform_id, created_at, last_seen_at)"
+            " values ($1, $2, $3, $4, $4)"
             " on conflict (user_key) do update set last_seen_at = excluded.last_seen_at",
             user_key, channel, platform_id, now,
         )  # fmt: skip
@@ -211,7 +220,8 @@ class PostgresDatabase:
     ) -> bool:
         pool = await self._conn_pool()
         status = await pool.execute(
-            "insert into inbox (channel, message_id, user_key, payload, received_at) values ($1, $2, $3, $4::jsonb, $5)"
+            f"insert into {self.s}inbox (channel, message_id, user_key, payload, received_at)"
+            " values ($1, $2, $3, $4::jsonb, $5)"
             " on conflict do nothing",
             channel, message_id, user_key, json.dumps(payload), now,
         )  # fmt: skip
@@ -220,21 +230,21 @@ class PostgresDatabase:
     async def answer_inbox(self, channel: str, message_id: str, replies: Sequence[str]) -> None:
         pool = await self._conn_pool()
         await pool.execute(
-            "update inbox set status = 'answered', reply = $3::jsonb where channel = $1 and message_id = $2",
+            f"update {self.s}inbox set status = 'answered', reply = $3::jsonb where channel = $1 and message_id = $2",
             channel, message_id, json.dumps(list(replies)),
         )  # fmt: skip
 
     async def finish_inbox(self, channel: str, message_id: str, now: datetime) -> None:
         pool = await self._conn_pool()
         await pool.execute(
-            "update inbox set status = 'done', done_at = $3 where channel = $1 and message_id = $2",
+            f"update {self.s}inbox set status = 'done', done_at = $3 where channel = $1 and message_id = $2",
             channel, message_id, now,
         )  # fmt: skip
 
     async def open_inbox(self) -> list[InboxItem]:
         pool = await self._conn_pool()
         rows = await pool.fetch(
-            "select channel, message_id, payload, reply from inbox where status <> 'done' order by received_at"
+            f"select channel, message_id, payload, reply from {self.s}inbox where status <> 'done' order by received_at"
         )
         return [
             InboxItem(

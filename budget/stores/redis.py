@@ -30,6 +30,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from budget.stores.base import Hold
 
@@ -85,9 +89,13 @@ class RedisHotStore:
         self.url = _redacted(url)
         self.prefix = f"{prefix}:" if prefix else ""
         # URL query options win over these keyword arguments (redis-py's from_url rule).
+        # A connection dropped by a Redis restart is replaced and the command retried: reserve is
+        # idempotent on its id and a retried settle can only over-count, never under-count.
         pool = BlockingConnectionPool.from_url(
-            clean, max_connections=max_connections, timeout=timeout, decode_responses=True
-        )
+            clean, max_connections=max_connections, timeout=timeout, decode_responses=True,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )  # fmt: skip
         self.redis: Redis = Redis.from_pool(pool)
         self._reserve = self.redis.register_script(_lua("reserve"))
         self._settle = self.redis.register_script(_lua("settle"))

@@ -2,6 +2,7 @@
 sent by python-telegram-bot to a local Bot API server, and what that server received."""
 
 import asyncio
+import itertools
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -180,7 +181,7 @@ async def test_typing_is_refreshed_while_the_bot_works(telegram_server: FakeTele
             await asyncio.sleep(0.35)
     actions = telegram_server.calls_to("sendChatAction")
     assert len(actions) >= 3  # refreshed, not sent once
-    gaps = [b.received_at - a.received_at for a, b in zip(actions, actions[1:], strict=False)]
+    gaps = [b.received_at - a.received_at for a, b in itertools.pairwise(actions)]
     assert all(g >= 0.09 for g in gaps)  # every refresh interval, not a burst
     assert {(c.params["chat_id"], c.params["action"]) for c in actions} == {("42", "typing")}
 

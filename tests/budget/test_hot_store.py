@@ -100,3 +100,11 @@ async def test_cache_key_covers_text_persona_and_tier() -> None:
 async def test_set_once(hot: HotStore) -> None:
     assert await hot.set_once("w", 60) is True
     assert await hot.set_once("w", 60) is False
+
+
+async def test_a_retried_reserve_never_holds_twice(hot: HotStore) -> None:
+    assert await hot.reserve("same", [Hold("k", 60, 100)], 60, now=0) is None
+    assert await hot.reserve("same", [Hold("k", 60, 100)], 60, now=0) is None  # the retry of a call that applied
+    assert await hot.get_counters(["k"]) == [60]
+    await hot.settle("same", {"k": 10})
+    assert await hot.get_counters(["k"]) == [10]

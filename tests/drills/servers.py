@@ -105,3 +105,62 @@ class ThrowawayRedis:
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+class PgBouncer:
+    """Debian's pgbouncer in transaction mode in front of a Postgres, on a spare port: the way
+    Supabase's pooler behaves (no server-side prepared statements survive a transaction)."""
+
+    def __init__(self, upstream_port: int = 5432, database: str = "test") -> None:
+        self.port = free_port()
+        self.upstream_port = upstream_port
+        self.database = database
+        self.dir = Path(tempfile.mkdtemp(prefix="pb-pgb-"))
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{self.database}"
+
+    def start(self) -> None:
+        ini = self.dir / "pgbouncer.ini"
+        ini.write_text(
+            "[databases]\n"
+            f"{self.database} = host=127.0.0.1 port={self.upstream_port} dbname={self.database}\n"
+            "[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\n"
+            "auth_type = trust\n"
+            f"auth_file = {self.dir / 'users.txt'}\n"
+            "pool_mode = transaction\n"
+            "max_client_conn = 200\ndefault_pool_size = 5\n"
+            f"unix_socket_dir = {self.dir}\nlogfile = {self.dir / 'log'}\n"
+        )
+        (self.dir / "users.txt").write_text('"postgres" ""\n')
+        cmd = ["pgbouncer", str(ini)]
+        if os.geteuid() == 0:  # pgbouncer refuses to run as root
+            shutil.chown(self.dir, "postgres", "postgres")
+            for f in self.dir.iterdir():
+                shutil.chown(f, "postgres", "postgres")
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.02)
+        raise RuntimeError("pgbouncer did not start")
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(10)
+            self._proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()

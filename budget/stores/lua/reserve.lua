@@ -23,6 +23,12 @@ for _, rid in ipairs(expired) do
   redis.call('ZREM', KEYS[1], rid)
 end
 
+-- A reservation id already held is a retried call whose first try did apply (the connection
+-- died before the reply): it is a success, never a second hold.
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return 0
+end
+
 local n = #KEYS - 2
 for i = 1, n do
   local limit = ARGV[4 + 2 * i]
@@ -34,8 +40,6 @@ for i = 1, n do
   end
 end
 
--- A reused id replaces its old record, as the memory store does.
-redis.call('DEL', KEYS[2])
 for i = 1, n do
   redis.call('INCRBY', KEYS[2 + i], ARGV[3 + 2 * i])
   redis.call('HINCRBY', KEYS[2], KEYS[2 + i], ARGV[3 + 2 * i])
