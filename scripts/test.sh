@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 if ! command -v pgbouncer >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null
 fi
+# The Supabase CLI (npm, exact version in package.json), for the `supabase db push` test.
+if command -v npm >/dev/null 2>&1 && [ ! -x node_modules/.bin/supabase ]; then
+  npm install --no-package-lock --no-audit --no-fund --loglevel=error >/dev/null
+fi
 python3 -m pip install --quiet --disable-pip-version-check -e ".[test]"
 python3 -m ruff check .
 python3 -m mypy
