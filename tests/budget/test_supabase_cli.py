@@ -43,7 +43,8 @@ async def test_supabase_db_push_and_pennybot_migrate_build_the_same_schema(pg_ds
                 assert "up to date" in (done.stdout + done.stderr).lower()
         with psycopg.connect(pushed) as conn:
             applied = conn.execute("select version from supabase_migrations.schema_migrations order by 1").fetchall()
-        assert [v for (v,) in applied] == sorted(p.name.split("_")[0] for p in (ROOT / "supabase/migrations").glob("*.sql"))
+        files = (ROOT / "supabase/migrations").glob("*.sql")
+        assert [v for (v,) in applied] == sorted(p.name.split("_")[0] for p in files)
         db = open_database(migrated)
         await db.migrate()
         await db.aclose()
