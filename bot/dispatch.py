@@ -1,8 +1,10 @@
 """From an acknowledged webhook to a sent reply, exactly once (DESIGN invariant 4).
 
-A message is stored in the inbox before its webhook is acknowledged; its replies are stored once
-computed (so a crash after the LLM call never pays twice) and it is marked done once they were
-sent. At start-up every message not done is finished.
+A message is stored in the inbox before its webhook is acknowledged, leased to the process that
+took it; its replies are stored once computed (so a failure after the LLM call never pays twice)
+and it is marked done once they were sent. The lease is renewed while the message is worked on.
+A message whose lease ran out (its process died, or a store failed mid-way) is taken over, by
+one process only, at start-up and by a periodic sweep.
 """
 
 from __future__ import annotations
@@ -48,13 +50,19 @@ class Dispatcher:
     def db(self) -> Any:
         return self.pipeline.deps.db
 
+    @property
+    def lease_s(self) -> float:
+        return float(self.pipeline.deps.settings.inbox_lease_s)
+
     async def claim(self, inbound: Inbound, payload: dict[str, Any] | None = None) -> bool:
-        """Store the message; False if this platform message was seen before (drop it)."""
+        """Store the message, leased to this process; False if this platform message was seen
+        before (drop it)."""
         deps = self.pipeline.deps
         body = inbox_payload(inbound) | (payload or {})
-        return bool(
-            await deps.db.claim_inbox(inbound.channel, inbound.message_id, inbound.user_key, body, deps.clock())
+        claimed = await deps.db.claim_inbox(
+            inbound.channel, inbound.message_id, inbound.user_key, body, deps.clock(), self.lease_s
         )
+        return bool(claimed)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -65,6 +73,7 @@ class Dispatcher:
         """Answer a claimed message (or re-send its stored replies) and mark it done."""
         deps = self.pipeline.deps
         replier = self.repliers[inbound.channel]
+        renewing = asyncio.create_task(self._renew(inbound))
         try:
             if replies is None:
                 async with replier.typing(inbound):
@@ -75,12 +84,24 @@ class Dispatcher:
                 await replier.send(inbound, replies)
             await deps.db.finish_inbox(inbound.channel, inbound.message_id, deps.clock())
         except Exception:
-            # Left open in the inbox: the next start-up finishes it.
+            # Left open in the inbox: once its lease runs out, a sweep here or elsewhere finishes it.
             log.exception("message %s:%s failed; it stays in the inbox", inbound.channel, inbound.message_id)
+        finally:
+            renewing.cancel()
+
+    async def _renew(self, inbound: Inbound) -> None:
+        """Hold the lease while the message is worked on, so no other process takes it over."""
+        deps = self.pipeline.deps
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            with contextlib.suppress(Exception):
+                await deps.db.renew_lease(inbound.channel, inbound.message_id, deps.clock(), self.lease_s)
 
     async def resume(self) -> int:
-        """Finish what a crash left: re-run pending messages, re-send answered ones."""
-        items = await self.db.open_inbox()
+        """Take over messages whose lease ran out: re-run those with no answer yet, re-send those
+        answered. Each is taken by one process only."""
+        deps = self.pipeline.deps
+        items = await deps.db.lease_open(deps.clock(), self.lease_s)
         for item in items:
             if item.channel not in self.repliers:
                 continue
@@ -91,9 +112,18 @@ class Dispatcher:
             self.spawn(self.run(inbound, item.replies))
         return len(items)
 
+    async def sweep(self, every_s: float) -> None:
+        """Run until cancelled: take over messages whose lease ran out."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.resume()
+            except Exception as error:  # the store is down: try again next round
+                log.warning("inbox sweep failed: %s", type(error).__name__)
+
     async def drain(self, timeout_s: float) -> int:
         """Stop accepting; wait up to ``timeout_s`` for in-flight messages. Returns how many were
-        still running (they stay in the inbox and finish after the restart)."""
+        still running (they stay in the inbox and are finished when their lease runs out)."""
         self.accepting = False
         if not self._tasks:
             return 0

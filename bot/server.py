@@ -6,6 +6,7 @@ before the 200 goes out), then the work in the background.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -146,6 +147,7 @@ def create_app(settings: Settings, built: Built | None = None) -> FastAPI:
         if runtime.validator is not None:
             _whatsapp_replier(settings, runtime)
         resumed = await runtime.dispatcher.resume()
+        sweeper = asyncio.create_task(runtime.dispatcher.sweep(settings.inbox_sweep_s))
         log.warning(
             "pennybot serving: channels %s; provider %s; %d unfinished messages resumed",
             ", ".join(runtime.channels) or "none (set TELEGRAM_BOT_TOKEN or TWILIO_* to turn one on)",
@@ -155,6 +157,7 @@ def create_app(settings: Settings, built: Built | None = None) -> FastAPI:
         try:
             yield
         finally:
+            sweeper.cancel()
             left = await runtime.dispatcher.drain(settings.shutdown_grace_s)
             if left:
                 log.warning("%d messages still running at shutdown; they finish after the restart", left)

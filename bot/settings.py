@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     public_base_url: str | None = None
     max_body_bytes: Annotated[int, Field(gt=0)] = 1_000_000
     shutdown_grace_s: Annotated[float, Field(ge=0)] = 20.0
+    inbox_lease_s: Annotated[float, Field(gt=0)] = 60.0
+    inbox_sweep_s: Annotated[float, Field(gt=0)] = 15.0
     telegram_bot_token: SecretStr | None = None
     telegram_webhook_secret: SecretStr | None = None
     telegram_api_base_url: str = "https://api.telegram.org/bot"

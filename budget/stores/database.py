@@ -59,9 +59,19 @@ class Database(Protocol):
     async def upsert_user(self, user_key: str, channel: str, platform_id: str, now: datetime) -> None: ...
 
     async def claim_inbox(
-        self, channel: str, message_id: str, user_key: str, payload: dict[str, Any], now: datetime
+        self, channel: str, message_id: str, user_key: str, payload: dict[str, Any], now: datetime, lease_s: float = 60
     ) -> bool:
-        """Store an inbound message; False if that platform message was seen before."""
+        """Store an inbound message, leased to the caller for ``lease_s``; False if that platform
+        message was seen before."""
+        ...
+
+    async def renew_lease(self, channel: str, message_id: str, now: datetime, lease_s: float) -> None:
+        """Keep owning a message that is still being worked on."""
+        ...
+
+    async def lease_open(self, now: datetime, lease_s: float, limit: int = 100) -> list[InboxItem]:
+        """Take, atomically, the messages not done whose lease ran out (their owner died or
+        failed): nobody else gets them until the new lease runs out."""
         ...
 
     async def answer_inbox(self, channel: str, message_id: str, replies: Sequence[str]) -> None:

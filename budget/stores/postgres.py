@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from importlib import resources
 from typing import Any
@@ -216,16 +216,41 @@ class PostgresDatabase:
         )  # fmt: skip
 
     async def claim_inbox(
-        self, channel: str, message_id: str, user_key: str, payload: dict[str, Any], now: datetime
+        self, channel: str, message_id: str, user_key: str, payload: dict[str, Any], now: datetime, lease_s: float = 60
     ) -> bool:
         pool = await self._conn_pool()
         status = await pool.execute(
-            f"insert into {self.s}inbox (channel, message_id, user_key, payload, received_at)"
-            " values ($1, $2, $3, $4::jsonb, $5)"
-            " on conflict do nothing",
-            channel, message_id, user_key, json.dumps(payload), now,
+            f"insert into {self.s}inbox (channel, message_id, user_key, payload, received_at, lease_until)"
+            " values ($1, $2, $3, $4::jsonb, $5, $6) on conflict do nothing",
+            channel, message_id, user_key, json.dumps(payload), now, now + timedelta(seconds=lease_s),
         )  # fmt: skip
         return bool(status == "INSERT 0 1")
+
+    async def renew_lease(self, channel: str, message_id: str, now: datetime, lease_s: float) -> None:
+        pool = await self._conn_pool()
+        await pool.execute(
+            f"update {self.s}inbox set lease_until = $3 where channel = $1 and message_id = $2 and status <> 'done'",
+            channel, message_id, now + timedelta(seconds=lease_s),
+        )  # fmt: skip
+
+    async def lease_open(self, now: datetime, lease_s: float, limit: int = 100) -> list[InboxItem]:
+        pool = await self._conn_pool()
+        # skip locked: several processes sweeping at once each take different messages.
+        rows = await pool.fetch(
+            f"update {self.s}inbox i set lease_until = $2 from ("
+            f" select channel, message_id from {self.s}inbox where status <> 'done'"
+            "  and (lease_until is null or lease_until < $1) order by received_at limit $3 for update skip locked"
+            ") o where i.channel = o.channel and i.message_id = o.message_id"
+            " returning i.channel, i.message_id, i.payload, i.reply, i.received_at",
+            now, now + timedelta(seconds=lease_s), limit,
+        )  # fmt: skip
+        rows = sorted(rows, key=lambda r: r["received_at"])
+        return [
+            InboxItem(
+                r["channel"], r["message_id"], json.loads(r["payload"]), json.loads(r["reply"]) if r["reply"] else None
+            )
+            for r in rows
+        ]
 
     async def answer_inbox(self, channel: str, message_id: str, replies: Sequence[str]) -> None:
         pool = await self._conn_pool()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
@@ -201,13 +201,38 @@ class SQLiteDatabase:
         )
 
     async def claim_inbox(
-        self, channel: str, message_id: str, user_key: str, payload: dict[str, Any], now: datetime
+        self, channel: str, message_id: str, user_key: str, payload: dict[str, Any], now: datetime, lease_s: float = 60
     ) -> bool:
         cur = self._db.execute(
-            "insert or ignore into inbox (channel, message_id, user_key, payload, received_at) values (?, ?, ?, ?, ?)",
-            (channel, message_id, user_key, json.dumps(payload), _ts(now)),
+            "insert or ignore into inbox (channel, message_id, user_key, payload, received_at, lease_until)"
+            " values (?, ?, ?, ?, ?, ?)",
+            (channel, message_id, user_key, json.dumps(payload), _ts(now), _ts(now + timedelta(seconds=lease_s))),
         )
         return cur.rowcount == 1
+
+    async def renew_lease(self, channel: str, message_id: str, now: datetime, lease_s: float) -> None:
+        self._db.execute(
+            "update inbox set lease_until = ? where channel = ? and message_id = ? and status <> 'done'",
+            (_ts(now + timedelta(seconds=lease_s)), channel, message_id),
+        )
+
+    async def lease_open(self, now: datetime, lease_s: float, limit: int = 100) -> list[InboxItem]:
+        self._db.execute("begin immediate")  # one writer at a time: the select and update are one step
+        try:
+            rows = self._db.execute(
+                "select channel, message_id, payload, reply from inbox where status <> 'done'"
+                " and (lease_until is null or lease_until < ?) order by received_at limit ?",
+                (_ts(now), limit),
+            ).fetchall()
+            self._db.executemany(
+                "update inbox set lease_until = ? where channel = ? and message_id = ?",
+                [(_ts(now + timedelta(seconds=lease_s)), c, m) for c, m, _, _ in rows],
+            )
+            self._db.execute("commit")
+        except BaseException:
+            self._db.execute("rollback")
+            raise
+        return [InboxItem(c, m, json.loads(p), json.loads(r) if r else None) for c, m, p, r in rows]
 
     async def answer_inbox(self, channel: str, message_id: str, replies: Sequence[str]) -> None:
         self._db.execute(

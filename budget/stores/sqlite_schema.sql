@@ -31,6 +31,7 @@ create table if not exists inbox (
     payload     text not null,
     status      text not null default 'pending',
     reply       text,
+    lease_until text,
     received_at text not null,
     done_at     text,
     primary key (channel, message_id)

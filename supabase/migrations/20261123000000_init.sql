@@ -37,11 +37,13 @@ create table if not exists inbox (
     payload     jsonb not null,
     status      text not null default 'pending' check (status in ('pending', 'answered', 'done')),
     reply       jsonb,
+    lease_until timestamptz,
     received_at timestamptz not null default now(),
     done_at     timestamptz,
     primary key (channel, message_id)
 );
 comment on table inbox is 'Inbound platform messages, stored before the webhook is acknowledged.';
+comment on column inbox.lease_until is 'Until when one process owns the message; after it, another may finish it.';
 comment on column inbox.reply is 'The reply parts, kept once computed so a restart re-sends them without paying again.';
 create index if not exists inbox_open on inbox (received_at) where status <> 'done';
 

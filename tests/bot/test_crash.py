@@ -41,6 +41,9 @@ def serve_process(
         "MODEL_CATALOG": '[{"provider": "openai", "model": "gpt-4o-mini", "tier": "cheap"}]',
         "LLM_TIMEOUT_S": "60",
         "LLM_MAX_RETRIES": "0",
+        # The dead process's lease runs out after 2 s; the new one sweeps every 0.5 s.
+        "INBOX_LEASE_S": "2",
+        "INBOX_SWEEP_S": "0.5",
     }
     procs: list[subprocess.Popen[bytes]] = []
 

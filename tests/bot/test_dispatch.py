@@ -33,6 +33,8 @@ async def test_answered_but_unsent_replies_are_resent_without_a_new_call(make_bo
     pending = Inbound("console", "a", "a", "m-2", "second question")
     assert await dispatcher.claim(answered) and await dispatcher.claim(pending)
     await db.answer_inbox("console", "m-1", ["the stored reply"])
+    assert await dispatcher.resume() == 0  # still leased to their (dead) owner
+    bot.clock.advance(seconds=61)  # the lease (INBOX_LEASE_S=60) ran out
     assert await dispatcher.resume() == 2
     await dispatcher.drain(5)
     sent = dict(replier.sent)

@@ -10,25 +10,37 @@ import pytest
 
 from budget.records import AIRequest, InboxItem, Kind, Status
 from budget.stores import Database, open_database
+from budget.stores.supabase_rest import SupabaseDatabase
 from providers.base import Usage
+from tests.budget.test_schema import apply as apply_schema
 from tests.budget.test_schema import drop as drop_schema
+from tests.fakes.postgrest_server import TEST_SERVICE_ROLE_KEY, FakePostgrestServer
 
 T0 = datetime(2026, 11, 10, 12, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite-file", "memory", "postgresql"])
+@pytest.fixture(params=["sqlite-file", "memory", "postgresql", "supabase"])
 async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     schema = None
-    if request.param == "postgresql":
+    server = None
+    if request.param == "supabase":
+        # Supabase's REST API, as a fake PostgREST running the same SQL on the real Postgres, in a
+        # throwaway schema the migrations were applied to (the REST store cannot apply them).
         schema = f"pb_{uuid.uuid4().hex[:10]}"
-        url = f"{request.getfixturevalue('pg_dsn')}?schema={schema}"
+        apply_schema(request.getfixturevalue("pg_dsn"), schema)
+        server = FakePostgrestServer(request.getfixturevalue("pg_dsn"), schemas=[schema]).start()
+        store: Database = SupabaseDatabase(server.root_url, TEST_SERVICE_ROLE_KEY, schema=schema)
+    elif request.param == "postgresql":
+        schema = f"pb_{uuid.uuid4().hex[:10]}"
+        store = open_database(f"{request.getfixturevalue('pg_dsn')}?schema={schema}")
     else:
-        url = f"sqlite:///{tmp_path}/pb.db" if request.param == "sqlite-file" else "memory://"
-    store = open_database(url)
+        store = open_database(f"sqlite:///{tmp_path}/pb.db" if request.param == "sqlite-file" else "memory://")
     await store.migrate()
     await store.migrate()  # twice changes nothing
     yield store
     await store.aclose()
+    if server:
+        server.stop()
     if schema:
         drop_schema(request.getfixturevalue("pg_dsn"), schema)
 
@@ -120,3 +132,27 @@ async def test_channel_fees_count_once_and_sum_exactly(db: Database) -> None:
     await db.upsert_user("whatsapp:+1", "whatsapp", "+1", T0)
     await db.set_user_active("whatsapp:+1", False)
     await db.ping()
+
+
+async def test_leases_give_each_open_message_to_one_owner(db: Database) -> None:
+    for i in range(4):
+        assert await db.claim_inbox("telegram", str(i), "telegram:1", {"i": i}, T0, lease_s=60)
+    await db.finish_inbox("telegram", "3", T0)
+    assert await db.lease_open(T0 + timedelta(seconds=59), lease_s=60) == []  # all still leased
+    await db.renew_lease("telegram", "0", T0 + timedelta(seconds=50), lease_s=60)  # its owner is alive
+    taken = await db.lease_open(T0 + timedelta(seconds=61), lease_s=60)
+    assert [t.message_id for t in taken] == ["1", "2"]
+    assert await db.lease_open(T0 + timedelta(seconds=62), lease_s=60) == []  # taken: nobody else gets them
+    later = await db.lease_open(T0 + timedelta(seconds=200), lease_s=60)
+    assert [t.message_id for t in later] == ["0", "1", "2"]
+
+
+async def test_two_sweeps_at_once_take_disjoint_messages(db: Database) -> None:
+    import asyncio
+
+    for i in range(40):
+        await db.claim_inbox("telegram", f"s{i}", "telegram:1", {}, T0, lease_s=1)
+    a, b = await asyncio.gather(*(db.lease_open(T0 + timedelta(seconds=5), lease_s=60, limit=25) for _ in range(2)))
+    ids_a, ids_b = {t.message_id for t in a}, {t.message_id for t in b}
+    assert not ids_a & ids_b
+    assert len(ids_a | ids_b) == 40
