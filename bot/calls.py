@@ -6,6 +6,7 @@ always settled or released, whatever happens to the call (invariant 2).
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Sequence
@@ -97,9 +98,9 @@ async def _attempt(
         result = await d.router.provider(spec).complete(CompletionRequest(spec.model, [c.message for c in prompt], cap))
     except ProviderError as error:
         cost = d.prices.cost(spec.model, error.usage)
-        await d.budget.settle(reservation, cost, error.usage.total_tokens)
         d.router.failed(spec, time.time(), error.retry_after)
         await _record(turn, spec, kind, Status.ERROR, error.usage, cost, started, error=str(error))
+        await _settle(turn, reservation, cost, error.usage.total_tokens)
         d.log.warning("call failed, trying the next model: %s", error)
         return None
     except BaseException:
@@ -113,10 +114,25 @@ async def _attempt(
         )
         result = CompletionResult(result.text, usage, result.provider, result.model, result.simulated)
     cost = d.prices.cost(spec.model, result.usage)
-    await d.budget.settle(reservation, cost, result.usage.total_tokens)
     d.router.succeeded(spec)
+    # The row first: the ledger is the truth, and counters are rebuilt from it.
     await _record(turn, spec, kind, Status.OK, result.usage, cost, started)
+    await _settle(turn, reservation, cost, result.usage.total_tokens)
     return Outcome(result, spec, cost, over_budget=False)
+
+
+async def _settle(turn: Turn, reservation: Reservation, cost: Decimal, tokens: int) -> None:
+    """Settle, retried: a hot store that stays down lets the reservation expire instead, and the
+    counter is rebuilt from the ledger (which has the row) when its key is seeded again."""
+    for wait in (0.05, 0.2, None):
+        try:
+            await turn.deps.budget.settle(reservation, cost, tokens)
+            return
+        except Exception as error:
+            if wait is None:
+                turn.deps.log.error("settle failed (%s); the reservation will expire", type(error).__name__)
+                return
+            await asyncio.sleep(wait)
 
 
 async def _record(

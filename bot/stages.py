@@ -9,11 +9,13 @@ from __future__ import annotations
 import uuid
 
 from bot import commands
-from bot.calls import call_chain, exempt
+from bot.calls import Outcome, call_chain, exempt
 from bot.turn import Inbound, Next, Turn
 from budget.cache import CachedAnswer
 from budget.complexity import Complexity, classify
 from budget.context import extractive_summary, turns_to_fold
+from budget.ledger import BudgetUnavailable
+from budget.money import ZERO
 from budget.queries import is_self_contained, normalize_query
 from budget.records import AIRequest, Conversation, Kind, Status
 from budget.rules import Level, Meter, Scope, gate
@@ -75,7 +77,12 @@ async def command(turn: Turn, next: Next) -> Turn:
 
 async def rate_limit(turn: Turn, next: Next) -> Turn:
     """Before any budget work, so a flood costs one counter update a message."""
-    wait = await turn.deps.limiter.wait_time(turn.user, turn.now.timestamp())
+    try:
+        wait = await turn.deps.limiter.wait_time(turn.user, turn.now.timestamp())
+    except Exception as error:
+        # Fail open: the budget gate after this stage still guards the money.
+        turn.deps.log.warning("rate limiter unreachable (%s); message let through", type(error).__name__)
+        wait = 0
     if wait:
         turn.replies.append(turn.deps.texts.rate_limited.format(seconds=wait))
         turn.outcome("rate_limit", f"wait {wait}s")
@@ -87,7 +94,14 @@ async def budget_gate(turn: Turn, next: Next) -> Turn:
     """Below the warning threshold go on; from it warn once a period and move to the cheap tier;
     from the critical threshold answer with the block text and when it resets."""
     d = turn.deps
-    turn.meters = await d.budget.meters(turn.user, turn.now, exempt=exempt(turn))
+    try:
+        turn.meters = await d.budget.meters(turn.user, turn.now, exempt=exempt(turn))
+    except BudgetUnavailable as error:
+        # Never spend unchecked: without the budget's word there is no AI call.
+        d.log.error("%s; AI replies paused", error)
+        turn.replies.append(d.texts.paused)
+        turn.outcome("budget", "unavailable")
+        return turn
     decision = gate(turn.meters, d.thresholds)
     turn.level = decision.level
     meter = decision.meter
@@ -125,7 +139,11 @@ async def cache(turn: Turn, next: Next) -> Turn:
         return await next(turn)
     assert turn.tier is not None
     key = d.cache.key(normalize_query(turn.inbound.text), d.persona, turn.tier.value)
-    hit = await d.cache.get(key, turn.now.timestamp())
+    try:
+        hit = await d.cache.get(key, turn.now.timestamp())
+    except Exception as error:
+        d.log.warning("cache unreachable (%s): a miss", type(error).__name__)
+        hit = None
     if hit is not None:
         await _record_hit(turn, hit)
         turn.answer = hit.text
@@ -137,7 +155,10 @@ async def cache(turn: Turn, next: Next) -> Turn:
     turn = await next(turn)
     if turn.answer is not None and turn.answered_by is not None and not turn.history_in_prompt:
         answer = CachedAnswer(turn.answer, turn.cost, turn.answered_by.provider, turn.answered_by.model)
-        await d.cache.put(key, answer, turn.now.timestamp())
+        try:
+            await d.cache.put(key, answer, turn.now.timestamp())
+        except Exception as error:
+            d.log.warning("cache unreachable (%s): answer not stored", type(error).__name__)
     return turn
 
 
@@ -229,7 +250,10 @@ async def _fold(turn: Turn, conv: Conversation, n: int) -> Conversation:
     source = (f"Earlier summary:\n{previous}\n\n" if previous else "") + transcript
     prompt = [d.counter.count(ChatMessage("system", SUMMARY_SYSTEM)), d.counter.count(ChatMessage("user", source))]
     chain = d.router.chain(Tier.CHEAP, turn.now.timestamp())
-    outcome = await call_chain(turn, chain, prompt, Kind.SUMMARY, d.policy.summary_tokens)
+    try:
+        outcome = await call_chain(turn, chain, prompt, Kind.SUMMARY, d.policy.summary_tokens)
+    except BudgetUnavailable:
+        outcome = Outcome(None, None, ZERO, over_budget=True)  # fold for free, below
     text = outcome.result.text if outcome.result else extractive_summary(previous, [(t.role, t.content) for t in old])
     turn.cost += outcome.cost
     summary = d.counter.count(ChatMessage("system", SUMMARY_PREFIX + text))
@@ -258,7 +282,13 @@ async def choose(turn: Turn, next: Next) -> Turn:
 async def answer(turn: Turn, next: Next) -> Turn:
     """Call the chain; the reply is the answer, or the over-budget or unavailable text."""
     d = turn.deps
-    outcome = await call_chain(turn, turn.chain, turn.prompt, Kind.ANSWER, d.settings.max_reply_tokens)
+    try:
+        outcome = await call_chain(turn, turn.chain, turn.prompt, Kind.ANSWER, d.settings.max_reply_tokens)
+    except BudgetUnavailable as error:
+        d.log.error("%s; AI replies paused", error)
+        turn.replies.append(d.texts.paused)
+        turn.outcome("answer", "budget unavailable")
+        return turn
     if outcome.result is None:
         if outcome.over_budget:
             month = user_month_meter(turn)

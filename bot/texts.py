@@ -38,6 +38,9 @@ class Texts:
     over_budget: str = (
         "That would cost more than what is left of your budget. It resets on {reset}; /usage shows the details."
     )
+    paused: str = (
+        "AI replies are paused for a moment: I can't check the budget right now. Please try again soon."
+    )
     providers_down: str = "Sorry, no AI provider could answer just now. Please try again in a minute."
     too_long: str = "That message is too long for me ({tokens} tokens; the most is {limit}). Please shorten it."
     empty: str = "I didn't catch any text there."

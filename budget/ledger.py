@@ -45,6 +45,10 @@ def counter_key(scope_id: str, unit: Unit, window: Window) -> str:
     return f"pb:{{{scope_id}}}:{unit.value}:{window.period.value}:{window.key}"
 
 
+class BudgetUnavailable(Exception):
+    """Neither the hot store nor the ledger could say what is spent: nothing may be spent."""
+
+
 class Ledger(Protocol):
     """Where spend is read from to seed counters: the ledger, with rows still in flight."""
 
@@ -88,7 +92,16 @@ class Budget:
         return plan
 
     async def meters(self, user: str, now: datetime, *, exempt: bool = False) -> list[Meter]:
-        """Every budget that applies to a user now, with what is used (settled plus reserved)."""
+        """Every budget that applies to a user now, with what is used (settled plus reserved).
+        Raises BudgetUnavailable when the stores cannot tell."""
+        try:
+            return await self._meters(user, now, exempt)
+        except BudgetUnavailable:
+            raise
+        except Exception as error:
+            raise BudgetUnavailable(f"budget stores unreachable: {type(error).__name__}") from error
+
+    async def _meters(self, user: str, now: datetime, exempt: bool) -> list[Meter]:
         plan = self._plan(user, now, exempt)
         values = await self.hot.get_counters([p[3] for p in plan])
         if any(v is None for v in values):
@@ -111,7 +124,10 @@ class Budget:
         rid = uuid.uuid4().hex
         nanos = to_nano(cost)
         holds = [Hold(m.key, nanos if m.unit is Unit.USD else tokens, m.limit) for m in meters]
-        refused = await self.hot.reserve(rid, holds, self.reservation_ttl_s, now.timestamp())
+        try:
+            refused = await self.hot.reserve(rid, holds, self.reservation_ttl_s, now.timestamp())
+        except Exception as error:
+            raise BudgetUnavailable(f"budget stores unreachable: {type(error).__name__}") from error
         if refused is not None:
             return None
         return Reservation(rid, tuple((m.key, m.unit) for m in meters))

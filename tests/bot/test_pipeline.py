@@ -254,3 +254,17 @@ async def test_admins_are_exempt_only_when_configured(make_bot: Any) -> None:
         await spend_row(bot, "0.99")
         turn = await bot.send("Hello?")
         assert (turn.outcomes["budget"].startswith("blocked")) is blocked
+
+
+async def test_no_budget_store_means_no_ai_call(make_bot: Any) -> None:
+    # A real Redis client pointed at a port where nothing listens: the hot store is unreachable.
+    from tests.drills.servers import free_port
+
+    bot: Bot = await make_bot(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    turn = await bot.send("Hello?")
+    assert turn.replies == [
+        "AI replies are paused for a moment: I can't check the budget right now. Please try again soon."
+    ]
+    assert turn.outcomes["budget"] == "unavailable"
+    assert await rows(bot) == []
+    assert (await bot.send("/help")).replies[0].startswith("I answer questions")  # commands still work
