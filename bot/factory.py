@@ -20,7 +20,7 @@ from budget.periods import Calendar
 from budget.pricing import Price, PriceBook
 from budget.ratelimit import RateLimiter
 from budget.rules import Thresholds
-from budget.stores import open_database, open_hot_store
+from budget.stores import open_database, open_hot_store, open_supabase
 from budget.tokens import TokenCounter
 from providers.base import ChatMessage, Provider
 from providers.catalog import ModelSpec, default_catalog, parse_catalog
@@ -111,13 +111,15 @@ def build(
     prices = PriceBook([(s.model, s.price_provider, _price(s)) for s in catalog])
     made = dict(providers) if providers is not None else _providers(settings, catalog, counter)
     router = Router(catalog, made, lambda s: prices.worst_case(s.model, 1000, 1000))
-    db = open_database(settings.database_url)
+    if settings.uses_supabase_rest:
+        assert settings.supabase_url and settings.supabase_service_role_key
+        db = open_supabase(settings.supabase_url, settings.supabase_service_role_key.get_secret_value())
+        local = False
+    else:
+        db = open_database(settings.database_url)
+        local = settings.database_url.startswith(("sqlite", "memory"))
     # A network database gets the durable outbox: no message waits on it, none is lost when it is down.
-    recorder: Recorder = (
-        DirectRecorder(db)
-        if settings.database_url.startswith(("sqlite", "memory"))
-        else OutboxRecorder(db, settings.outbox_path)
-    )
+    recorder: Recorder = DirectRecorder(db) if local else OutboxRecorder(db, settings.outbox_path)
     hot = open_hot_store(settings.redis_url)
     calendar = Calendar(settings.budget_timezone)
     limits = Limits(

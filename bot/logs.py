@@ -24,7 +24,7 @@ def secrets_of(settings: Settings) -> list[str]:
     found: list[str] = []
     for value in (
         settings.telegram_bot_token, settings.telegram_webhook_secret, settings.twilio_auth_token,
-        settings.openai_api_key, settings.anthropic_api_key,
+        settings.openai_api_key, settings.anthropic_api_key, settings.supabase_service_role_key,
     ):  # fmt: skip
         if value is not None and value.get_secret_value():
             secret = value.get_secret_value()

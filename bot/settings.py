@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     # Stores
     database_url: str = "sqlite:///pennybot.db"
     redis_url: str = "memory://"
+    supabase_url: str | None = None
+    supabase_service_role_key: SecretStr | None = None
     outbox_path: Path = Path("pennybot-outbox.db")
 
     # Providers
@@ -103,9 +105,18 @@ class Settings(BaseSettings):
             raise ValueError(
                 "TELEGRAM_WEBHOOK_SECRET must be set with TELEGRAM_BOT_TOKEN (webhooks are refused without it)"
             )
+        if bool(self.supabase_url) != bool(self.supabase_service_role_key):
+            raise ValueError("SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY go together")
         if self.whatsapp_on and not self.public_base_url:
             raise ValueError("PUBLIC_BASE_URL must be set for WhatsApp: Twilio signs the public URL of the webhook")
         return self
+
+    @property
+    def uses_supabase_rest(self) -> bool:
+        """Supabase over HTTPS, for hosts that cannot open a Postgres connection: only when no
+        DATABASE_URL was given."""
+        configured = bool(self.supabase_url and self.supabase_service_role_key)
+        return configured and "database_url" not in self.model_fields_set
 
     @property
     def telegram_on(self) -> bool:

@@ -69,3 +69,11 @@ def open_hot_store(url: str) -> HotStore:
         return HOT_STORES[_scheme(url)](url)
     except KeyError:
         raise ValueError(f"unsupported REDIS_URL scheme {_scheme(url)!r}; use one of {sorted(HOT_STORES)}") from None
+
+
+def open_supabase(url: str, key: str) -> Database:
+    """The Database on a Supabase project's REST API (``SUPABASE_URL``, ``SUPABASE_SERVICE_ROLE_KEY``),
+    for hosts that cannot reach its Postgres; the key stays out of the URL."""
+    from budget.stores.supabase_rest import SupabaseDatabase
+
+    return SupabaseDatabase(url, key)

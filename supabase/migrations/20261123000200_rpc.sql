@@ -102,19 +102,45 @@ comment on function pennybot_upsert_user(text, text, text, timestamptz) is
     'Add a user, or only move last_seen_at (an upsert through PostgREST would rewrite created_at).';
 
 create or replace function pennybot_claim_inbox(
-    p_channel text, p_message_id text, p_user_key text, p_payload jsonb, p_now timestamptz
+    p_channel text, p_message_id text, p_user_key text, p_payload jsonb, p_now timestamptz, p_lease_until timestamptz
 ) returns boolean
 language plpgsql volatile
 as $$
 begin
-    insert into inbox (channel, message_id, user_key, payload, received_at)
-    values (p_channel, p_message_id, p_user_key, p_payload, p_now)
+    insert into inbox (channel, message_id, user_key, payload, received_at, lease_until)
+    values (p_channel, p_message_id, p_user_key, p_payload, p_now, p_lease_until)
     on conflict do nothing;
     return found;
 end
 $$;
-comment on function pennybot_claim_inbox(text, text, text, jsonb, timestamptz) is
-    'Store an inbound message; false if that platform message was stored before.';
+comment on function pennybot_claim_inbox(text, text, text, jsonb, timestamptz, timestamptz) is
+    'Store an inbound message leased to the caller until p_lease_until; false if it was stored before.';
+
+create or replace function pennybot_lease_open(p_now timestamptz, p_lease_until timestamptz, p_limit integer)
+returns jsonb
+language sql volatile
+as $$
+    -- skip locked: several processes sweeping at once each take different messages.
+    with taken as (
+        update inbox i set lease_until = p_lease_until
+        from (
+            select channel, message_id from inbox
+            where status <> 'done' and (lease_until is null or lease_until < p_now)
+            order by received_at limit p_limit
+            for update skip locked
+        ) o
+        where i.channel = o.channel and i.message_id = o.message_id
+        returning i.channel, i.message_id, i.payload, i.reply, i.received_at
+    )
+    select coalesce(
+        jsonb_agg(jsonb_build_object('channel', channel, 'message_id', message_id, 'payload', payload, 'reply', reply)
+                  order by received_at),
+        '[]'::jsonb)
+    from taken
+$$;
+comment on function pennybot_lease_open(timestamptz, timestamptz, integer) is
+    'Take the messages not done whose lease ran out, leasing them until p_lease_until; oldest first. One '
+    'jsonb array rather than a set: PostgREST cuts a set at its max rows, and the cut ones would stay leased.';
 
 -- Pin each function's search_path to this schema (then pg_temp, so no temporary object can stand
 -- in for a table), take EXECUTE from PUBLIC, and give it to service_role alone. Supabase's roles
@@ -130,7 +156,8 @@ begin
         'pennybot_add_turns(text, jsonb, timestamptz)',
         'pennybot_fold(text, bigint[], text, integer, integer, timestamptz)',
         'pennybot_upsert_user(text, text, text, timestamptz)',
-        'pennybot_claim_inbox(text, text, text, jsonb, timestamptz)'
+        'pennybot_claim_inbox(text, text, text, jsonb, timestamptz, timestamptz)',
+        'pennybot_lease_open(timestamptz, timestamptz, integer)'
     ] loop
         execute format('alter function %s set search_path = %I, pg_temp', fn, current_schema());
         execute format('revoke all on function %s from public', fn);

@@ -93,3 +93,20 @@ def test_texts_file_replaces_texts_and_refuses_unknown_names(tmp_path: Path) -> 
     path.write_text(json.dumps({"no_such_text": "x"}))
     with pytest.raises(ValueError, match="no_such_text"):
         load_texts(path)
+
+
+def test_supabase_rest_is_chosen_only_without_a_database_url(
+    counter: object, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from budget.outbox import OutboxRecorder
+    from budget.stores.supabase_rest import SupabaseDatabase
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    rest = {"supabase_url": "http://127.0.0.1:9/", "supabase_service_role_key": "service-role-key-123"}
+    built = build(load_settings(None, **rest), counter=counter)  # type: ignore[arg-type]
+    assert isinstance(built.deps.db, SupabaseDatabase) and isinstance(built.deps.recorder, OutboxRecorder)
+    direct = build(load_settings(None, database_url="memory://", **rest), counter=counter)  # type: ignore[arg-type]
+    assert not isinstance(direct.deps.db, SupabaseDatabase)
+    with pytest.raises(ValidationError, match="go together"):
+        load_settings(None, supabase_url="http://127.0.0.1:9/")

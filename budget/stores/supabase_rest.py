@@ -1,0 +1,322 @@
+"""The Database protocol over HTTPS: a Supabase project's REST API (PostgREST), for hosts that
+cannot open a Postgres connection. Built from ``SUPABASE_URL`` and ``SUPABASE_SERVICE_ROLE_KEY``.
+
+Reads and one-statement writes use the table endpoints. What must be atomic or report what it did
+(add_turns' ids, fold, claim_inbox, upsert_user, the sums) is one SQL function of
+supabase/migrations/20261123000200_rpc.sql, called as ``POST /rest/v1/rpc/<name>``: PostgREST
+runs each request in one transaction. Money travels as text both ways: PostgREST writes NUMERIC
+as a JSON number, which the client parses into a float, so the reads cast it (``cost_usd::text``)
+and the functions return text, read here with Decimal.
+
+The key goes only into the ``apikey`` and ``Authorization`` headers; errors never repeat it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from budget.money import NANO, NANOS_PER_USD
+from budget.records import AIRequest, Conversation, InboxItem, Kind, Spend, Status, StoredTurn
+from providers.base import Usage
+
+if TYPE_CHECKING:
+    import httpx
+    from postgrest import AsyncRequestBuilder
+
+    from supabase import AsyncClient
+
+# The newest migration whose functions this store calls (pennybot_schema_version() returns it).
+SCHEMA_VERSION = 20261123000200
+# Supabase caps every read at the project's "Max rows" (1000 unless changed): pages stay within it.
+PAGE_SIZE = 1000
+_AI_SELECT = (
+    "id,request_id,created_at,user_key,channel,message_id,kind,provider,model,tier,complexity,status,"
+    "prompt_tokens,completion_tokens,cached_tokens,cache_write_tokens,reasoning_tokens,"
+    "cost_usd::text,saved_usd::text,latency_ms,error,reason"
+)
+_MISSING = {"PGRST202", "PGRST205", "42883", "42P01"}  # no such function or table
+
+
+class SupabaseError(RuntimeError):
+    """The Supabase REST API refused a request or could not be reached. The message never holds
+    the service role key."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class SchemaNotApplied(SupabaseError):
+    """The project lacks pennybot's tables and functions, or has an older version of them."""
+
+
+def _money(amount: Decimal) -> str:
+    """Dollars as JSON text, positional (``1E-7`` reads fine in Postgres, but is harder to read)."""
+    return format(amount, "f")
+
+
+class SupabaseDatabase:
+    """The Database protocol on a Supabase project's REST API, with the service role key."""
+
+    scheme = "supabase"
+
+    def __init__(
+        self,
+        url: str,
+        service_role_key: str,
+        *,
+        schema: str = "public",
+        timeout: float = 10.0,
+        page_size: int = PAGE_SIZE,
+    ) -> None:
+        if not service_role_key:
+            raise ValueError("the Supabase service role key is empty (SUPABASE_SERVICE_ROLE_KEY)")
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        import httpx
+
+        from supabase import AsyncClient, AsyncClientOptions
+
+        self.url = url.rstrip("/")
+        self.schema = schema
+        self._key = service_role_key
+        self._page = page_size
+        # Our own HTTP client: the library's default waits 120 s; one timeout for every request.
+        self._http: httpx.AsyncClient = httpx.AsyncClient(timeout=timeout, http2=True)
+        options = AsyncClientOptions(
+            schema=schema, httpx_client=self._http, auto_refresh_token=False, persist_session=False
+        )
+        self._client: AsyncClient = AsyncClient(self.url, service_role_key, options)  # no network call
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def _table(self, name: str) -> AsyncRequestBuilder:
+        return self._client.table(name)
+
+    async def _run(self, what: str, query: Any) -> Any:
+        """Execute a built query; errors become SupabaseError, with the key redacted."""
+        import httpx
+        from postgrest import APIError
+
+        try:
+            return await query.execute()
+        except APIError as exc:
+            parts = [exc.message or "request refused"]
+            parts += [f"{label}: {value}" for label, value in (("details", exc.details), ("hint", exc.hint)) if value]
+            code = f" ({exc.code})" if exc.code else ""
+            raise SupabaseError(self._redact(f"{what} failed{code}: {'; '.join(map(str, parts))}"), exc.code) from None
+        except httpx.HTTPError as exc:
+            message = f"{what} failed: Supabase at {self.url} is unreachable ({exc!r})"
+            raise SupabaseError(self._redact(message)) from None
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._key, "[service role key]")[:1000]
+
+    async def _rpc(self, fn: str, params: dict[str, Any]) -> Any:
+        return (await self._run(fn, self._client.rpc(fn, params))).data
+
+    async def _pages(self, what: str, build: Any, *, keyset: bool) -> list[dict[str, Any]]:
+        """Every row of a read, ``page_size`` at a time: after ``id`` (``keyset``) or by offset. A
+        short page is the last, so ``page_size`` must not exceed the project's "Max rows", which
+        PostgREST applies without saying so."""
+        rows: list[dict[str, Any]] = []
+        while True:
+            query = build()
+            if keyset and rows:
+                query = query.gt("id", rows[-1]["id"])
+            elif not keyset and rows:
+                query = query.offset(len(rows))
+            page = (await self._run(what, query.limit(self._page))).data
+            rows += page
+            if len(page) < self._page:
+                return rows
+
+    # --- the protocol ----------------------------------------------------------------------
+
+    async def migrate(self) -> None:
+        """DDL cannot run over REST: check the migrations were applied, or say how to apply them."""
+        try:
+            found = await self._rpc("pennybot_schema_version", {})
+        except SupabaseError as exc:
+            if exc.code not in _MISSING:
+                raise
+            found = None
+        if isinstance(found, int) and found >= SCHEMA_VERSION:
+            return
+        state = "has no pennybot schema" if found is None else f"has pennybot schema {found}, not {SCHEMA_VERSION}"
+        raise SchemaNotApplied(
+            f"The Supabase project at {self.url} {state}. The REST API cannot create tables: apply"
+            " supabase/migrations with `supabase db push`, or run `pennybot migrate` with DATABASE_URL"
+            " set to the project's Postgres connection string, then start again."
+        )
+
+    async def record(self, rows: Sequence[AIRequest]) -> None:
+        if not rows:
+            return
+        body = [
+            {
+                "request_id": r.request_id, "created_at": r.created_at.isoformat(), "user_key": r.user_key,
+                "channel": r.channel, "message_id": r.message_id, "kind": r.kind.value, "provider": r.provider,
+                "model": r.model, "tier": r.tier, "complexity": r.complexity, "status": r.status.value,
+                "prompt_tokens": r.usage.input_tokens, "completion_tokens": r.usage.output_tokens,
+                "cached_tokens": r.usage.cache_read_tokens, "cache_write_tokens": r.usage.cache_write_tokens,
+                "reasoning_tokens": r.usage.reasoning_tokens, "cost_usd": _money(r.cost),
+                "saved_usd": _money(r.saved), "latency_ms": r.latency_ms, "error": r.error, "reason": r.reason,
+            }
+            for r in rows
+        ]  # fmt: skip
+        from postgrest.types import ReturnMethod
+
+        query = self._table("ai_requests").upsert(
+            body, on_conflict="request_id", ignore_duplicates=True, returning=ReturnMethod.minimal
+        )
+        await self._run("record", query)
+
+    async def spend(self, user_key: str | None, start: datetime, end: datetime) -> Spend:
+        params = {"p_user_key": user_key, "p_start": start.isoformat(), "p_end": end.isoformat()}
+        (row,) = await self._rpc("pennybot_spend", params)
+        return Spend(int(Decimal(row["cost_usd"]) * NANOS_PER_USD), int(row["tokens"]))
+
+    async def requests(self, start: datetime, end: datetime, user_key: str | None = None) -> list[AIRequest]:
+        def build() -> Any:
+            query = self._table("ai_requests").select(_AI_SELECT)
+            query = query.gte("created_at", start.isoformat()).lt("created_at", end.isoformat())
+            return (query if user_key is None else query.eq("user_key", user_key)).order("id")
+
+        return [_ai_request(row) for row in await self._pages("requests", build, keyset=True)]
+
+    async def record_fee(
+        self, channel: str, user_key: str, direction: str, message_id: str, fee: Decimal, now: datetime
+    ) -> None:
+        from postgrest.types import ReturnMethod
+
+        row = {
+            "created_at": now.isoformat(), "channel": channel, "user_key": user_key, "direction": direction,
+            "message_id": message_id, "fee_usd": _money(fee),
+        }  # fmt: skip
+        query = self._table("channel_fees").upsert(
+            [row], on_conflict="channel,direction,message_id", ignore_duplicates=True, returning=ReturnMethod.minimal
+        )
+        await self._run("record_fee", query)
+
+    async def fees(self, start: datetime, end: datetime) -> Decimal:
+        total = await self._rpc("pennybot_fees", {"p_start": start.isoformat(), "p_end": end.isoformat()})
+        return Decimal(total).quantize(NANO)
+
+    async def set_user_active(self, user_key: str, active: bool) -> None:
+        from postgrest.types import ReturnMethod
+
+        query = self._table("users").update({"active": active}, returning=ReturnMethod.minimal).eq("user_key", user_key)
+        await self._run("set_user_active", query)
+
+    async def ping(self) -> None:
+        await self._rpc("pennybot_schema_version", {})
+
+    async def conversation(self, user_key: str) -> Conversation:
+        def build() -> Any:
+            query = self._table("messages").select("id,role,content,tokens,size").eq("user_key", user_key)
+            return query.is_("folded", False).order("id")
+
+        summary, turns = None, []
+        for row in await self._pages("conversation", build, keyset=True):
+            turn = StoredTurn(row["id"], row["role"], row["content"], row["tokens"], row["size"])
+            if turn.role == "summary":
+                summary = turn
+            else:
+                turns.append(turn)
+        return Conversation(summary, turns)
+
+    async def add_turns(
+        self, user_key: str, turns: Sequence[tuple[str, str, int, int]], now: datetime
+    ) -> list[StoredTurn]:
+        if not turns:
+            return []
+        body = [{"role": r, "content": c, "tokens": t, "size": s} for r, c, t, s in turns]
+        ids = await self._rpc("pennybot_add_turns", {"p_user_key": user_key, "p_turns": body, "p_now": now.isoformat()})
+        return [StoredTurn(int(i), r, c, t, s) for i, (r, c, t, s) in zip(ids, turns, strict=True)]
+
+    async def fold(
+        self, user_key: str, turn_ids: Sequence[int], summary: tuple[str, int, int], now: datetime
+    ) -> StoredTurn:
+        content, tokens, size = summary
+        params = {
+            "p_user_key": user_key, "p_turn_ids": list(turn_ids), "p_content": content, "p_tokens": tokens,
+            "p_size": size, "p_now": now.isoformat(),
+        }  # fmt: skip
+        new_id = await self._rpc("pennybot_fold", params)
+        return StoredTurn(int(new_id), "summary", content, tokens, size)
+
+    async def reset_conversation(self, user_key: str) -> int:
+        from postgrest.types import CountMethod, ReturnMethod
+
+        query = self._table("messages").delete(count=CountMethod.exact, returning=ReturnMethod.minimal)
+        response = await self._run("reset_conversation", query.eq("user_key", user_key))
+        return int(response.count or 0)
+
+    async def upsert_user(self, user_key: str, channel: str, platform_id: str, now: datetime) -> None:
+        params = {"p_user_key": user_key, "p_channel": channel, "p_platform_id": platform_id, "p_now": now.isoformat()}
+        await self._rpc("pennybot_upsert_user", params)
+
+    async def claim_inbox(
+        self, channel: str, message_id: str, user_key: str, payload: dict[str, Any], now: datetime, lease_s: float = 60
+    ) -> bool:
+        params = {
+            "p_channel": channel, "p_message_id": message_id, "p_user_key": user_key, "p_payload": payload,
+            "p_now": now.isoformat(), "p_lease_until": (now + timedelta(seconds=lease_s)).isoformat(),
+        }  # fmt: skip
+        return await self._rpc("pennybot_claim_inbox", params) is True
+
+    async def renew_lease(self, channel: str, message_id: str, now: datetime, lease_s: float) -> None:
+        from postgrest.types import ReturnMethod
+
+        until = (now + timedelta(seconds=lease_s)).isoformat()
+        query = self._table("inbox").update({"lease_until": until}, returning=ReturnMethod.minimal)
+        await self._run("renew_lease", query.eq("channel", channel).eq("message_id", message_id).neq("status", "done"))
+
+    async def lease_open(self, now: datetime, lease_s: float, limit: int = 100) -> list[InboxItem]:
+        params = {
+            "p_now": now.isoformat(), "p_lease_until": (now + timedelta(seconds=lease_s)).isoformat(), "p_limit": limit,
+        }  # fmt: skip
+        rows = await self._rpc("pennybot_lease_open", params)
+        return [InboxItem(r["channel"], r["message_id"], r["payload"], r["reply"]) for r in rows]
+
+    async def answer_inbox(self, channel: str, message_id: str, replies: Sequence[str]) -> None:
+        await self._update_inbox("answer_inbox", channel, message_id, {"status": "answered", "reply": list(replies)})
+
+    async def finish_inbox(self, channel: str, message_id: str, now: datetime) -> None:
+        await self._update_inbox("finish_inbox", channel, message_id, {"status": "done", "done_at": now.isoformat()})
+
+    async def _update_inbox(self, what: str, channel: str, message_id: str, values: dict[str, Any]) -> None:
+        from postgrest.types import ReturnMethod
+
+        query = self._table("inbox").update(values, returning=ReturnMethod.minimal)
+        await self._run(what, query.eq("channel", channel).eq("message_id", message_id))
+
+    async def open_inbox(self) -> list[InboxItem]:
+        def build() -> Any:
+            query = self._table("inbox").select("channel,message_id,payload,reply").neq("status", "done")
+            return query.order("received_at").order("channel").order("message_id")
+
+        rows = await self._pages("open_inbox", build, keyset=False)
+        return [InboxItem(r["channel"], r["message_id"], r["payload"], r["reply"]) for r in rows]
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+def _ai_request(row: dict[str, Any]) -> AIRequest:
+    return AIRequest(
+        request_id=row["request_id"], created_at=datetime.fromisoformat(row["created_at"]),
+        user_key=row["user_key"], channel=row["channel"], message_id=row["message_id"], kind=Kind(row["kind"]),
+        provider=row["provider"], model=row["model"], status=Status(row["status"]),
+        usage=Usage(
+            input_tokens=row["prompt_tokens"], output_tokens=row["completion_tokens"],
+            cache_read_tokens=row["cached_tokens"], cache_write_tokens=row["cache_write_tokens"],
+            reasoning_tokens=row["reasoning_tokens"],
+        ),
+        cost=Decimal(row["cost_usd"]), saved=Decimal(row["saved_usd"]), latency_ms=row["latency_ms"],
+        tier=row["tier"], complexity=row["complexity"], error=row["error"], reason=row["reason"],
+    )  # fmt: skip
