@@ -45,6 +45,10 @@ class Dispatcher:
         self.repliers = dict(repliers)
         self._tasks: set[asyncio.Task[None]] = set()
         self.accepting = True
+        # What this process computed or sent but could not record while the database was down:
+        # the sweep then re-sends or only marks done, and never pays for an answer twice.
+        self._answered: dict[tuple[str, str], list[str]] = {}
+        self._sent: set[tuple[str, str]] = set()
 
     @property
     def db(self) -> Any:
@@ -73,16 +77,21 @@ class Dispatcher:
         """Answer a claimed message (or re-send its stored replies) and mark it done."""
         deps = self.pipeline.deps
         replier = self.repliers[inbound.channel]
+        key = (inbound.channel, inbound.message_id)
         renewing = asyncio.create_task(self._renew(inbound))
         try:
+            replies = self._answered.get(key, replies)
             if replies is None:
                 async with replier.typing(inbound):
                     turn = await self.pipeline.handle(inbound, claimed=True)
-                replies = turn.replies
+                replies = self._answered[key] = turn.replies
                 await deps.db.answer_inbox(inbound.channel, inbound.message_id, replies)
-            if replies:
+            if replies and key not in self._sent:
                 await replier.send(inbound, replies)
+                self._sent.add(key)
             await deps.db.finish_inbox(inbound.channel, inbound.message_id, deps.clock())
+            self._answered.pop(key, None)
+            self._sent.discard(key)
         except Exception:
             # Left open in the inbox: once its lease runs out, a sweep here or elsewhere finishes it.
             log.exception("message %s:%s failed; it stays in the inbox", inbound.channel, inbound.message_id)

@@ -74,6 +74,12 @@ async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
     await JSONResponse({"error": "request body too large"}, status_code=413)(scope, receive, send)
 
 
+def _store_down(error: Exception) -> Response:
+    """The inbox cannot store the message: 503, so the platform delivers it again later."""
+    log.warning("inbox unreachable (%s): webhook refused with 503 for redelivery", type(error).__name__)
+    return JSONResponse({"error": "temporarily unavailable"}, status_code=503, headers={"Retry-After": "5"})
+
+
 @dataclass
 class Runtime:
     """What the app holds while it runs."""
@@ -213,8 +219,13 @@ def create_app(settings: Settings, built: Built | None = None) -> FastAPI:
             return JSONResponse({"error": f"malformed update: {type(error).__name__}"}, status_code=400)
         bot = runtime.telegram.bot
         inbound = tg.inbound_of(update, bot.id, bot.username, settings.telegram_group_mode)
-        if inbound is not None and await runtime.dispatcher.claim(inbound, tg.update_payload(data)):
-            runtime.dispatcher.spawn(runtime.telegram.process_update(update))
+        if inbound is not None:
+            try:
+                claimed = await runtime.dispatcher.claim(inbound, tg.update_payload(data))
+            except Exception as error:
+                return _store_down(error)
+            if claimed:
+                runtime.dispatcher.spawn(runtime.telegram.process_update(update))
         return Response(status_code=200)
 
     @app.post("/webhook/whatsapp")
@@ -236,10 +247,17 @@ def create_app(settings: Settings, built: Built | None = None) -> FastAPI:
             inbound = wa.inbound_of(form)
         except wa.BadForm as error:
             return JSONResponse({"error": str(error)}, status_code=400)
-        if await runtime.dispatcher.claim(inbound):
+        try:
+            claimed = await runtime.dispatcher.claim(inbound)
+        except Exception as error:
+            return _store_down(error)
+        if claimed:
             deps = built.deps
             fee = settings.twilio_price_per_message
-            await deps.db.record_fee("whatsapp", inbound.user_key, "in", inbound.message_id, fee, deps.clock())
+            try:
+                await deps.db.record_fee("whatsapp", inbound.user_key, "in", inbound.message_id, fee, deps.clock())
+            except Exception as error:  # the message is stored: answer it, even if its fee is not
+                log.warning("channel fee not recorded (%s)", type(error).__name__)
             runtime.dispatcher.spawn(runtime.dispatcher.run(inbound))
         return Response(wa.EMPTY_TWIML, media_type="text/xml")
 

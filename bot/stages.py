@@ -230,14 +230,19 @@ async def _remember(turn: Turn) -> None:
     d = turn.deps
     message = turn.message or d.counter.count(ChatMessage("user", turn.inbound.text))
     reply = d.counter.count(ChatMessage("assistant", turn.answer))
-    await d.db.add_turns(
-        turn.user,
-        [
-            ("user", message.message.content, message.tokens, message.size),
-            ("assistant", reply.message.content, reply.tokens, reply.size),
-        ],
-        turn.now,
-    )
+    try:
+        await d.db.add_turns(
+            turn.user,
+            [
+                ("user", message.message.content, message.tokens, message.size),
+                ("assistant", reply.message.content, reply.tokens, reply.size),
+            ],
+            turn.now,
+        )
+    except Exception as error:
+        # The answer is paid for and goes out; failing the message here would answer it twice.
+        # Only this exchange is missing from the conversation's memory (the database is down).
+        d.log.error("conversation not stored (%s): the exchange is left out of the history", type(error).__name__)
 
 
 async def _fold(turn: Turn, conv: Conversation, n: int) -> Conversation:
