@@ -121,6 +121,12 @@ def build(
     # A network database gets the durable outbox: no message waits on it, none is lost when it is down.
     recorder: Recorder = DirectRecorder(db) if local else OutboxRecorder(db, settings.outbox_path)
     hot = open_hot_store(settings.redis_url)
+    if settings.redis_url.startswith(("redis://", "rediss://")) and not local and not settings.uses_supabase_rest:
+        # Redis unreachable: budget checks move to counters in Postgres (slower, still exact across
+        # processes) rather than spending unchecked.
+        from budget.stores.failover import FailoverHotStore
+
+        hot = FailoverHotStore(hot, open_hot_store(settings.database_url))
     calendar = Calendar(settings.budget_timezone)
     limits = Limits(
         user_daily_usd=settings.cost_daily_limit,

@@ -31,6 +31,12 @@ def _memory_hot(url: str) -> HotStore:
     return MemoryHotStore(url)
 
 
+def _postgres_hot(url: str) -> HotStore:
+    from budget.stores.pg_hot import PostgresHotStore
+
+    return PostgresHotStore(url)
+
+
 def _redis_hot(url: str) -> HotStore:
     from budget.stores.redis import RedisHotStore
 
@@ -48,6 +54,8 @@ HOT_STORES: dict[str, Callable[[str], HotStore]] = {
     "memory": _memory_hot,
     "redis": _redis_hot,
     "rediss": _redis_hot,  # TLS
+    "postgresql": _postgres_hot,  # the Redis failover's stand-in, or Redis-less deployments
+    "postgres": _postgres_hot,
 }
 
 

@@ -1,21 +1,51 @@
-"""One contract for every hot store URL: in process and a real Redis (each test in its own key prefix)."""
+"""One contract for every hot store URL: in process, a real Redis (each test in its own key prefix)
+and Postgres (each test in its own schema)."""
 
+import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from budget.cache import AnswerCache, CachedAnswer
 from budget.money import usd
 from budget.ratelimit import RateLimiter
 from budget.stores import Hold, HotStore, open_hot_store
-from tests.budget.test_redis_store import REDIS_URL, redis_namespace
+from budget.stores.memory import MemoryHotStore
+from budget.stores.pg_hot import PostgresHotStore
+from budget.stores.postgres import PostgresDatabase
+from tests.budget.test_redis_store import REDIS_URL, _limiter_and_cache, _money, _step, redis_namespace
+from tests.conftest import PG_DSN
 
-URLS = ["memory://", REDIS_URL]
+URLS = ["memory://", REDIS_URL, f"{PG_DSN}?schema=<random>"]
+
+
+@asynccontextmanager
+async def pg_schema(dsn: str) -> AsyncIterator[str]:
+    """``dsn`` with a fresh schema that holds every migration; the schema goes afterwards."""
+    url = f"{dsn}?schema=pb_hot_{uuid.uuid4().hex[:10]}"
+    db = PostgresDatabase(url)
+    try:
+        await db.migrate()
+        await db.aclose()
+        yield url
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"drop schema if exists {url.rsplit('=', 1)[1]} cascade")
 
 
 @pytest.fixture(params=URLS, ids=lambda url: url.split(":", 1)[0])
 async def hot(request: pytest.FixtureRequest) -> AsyncIterator[HotStore]:
     url: str = request.param
+    if url.startswith("postgresql"):
+        async with pg_schema(request.getfixturevalue("pg_dsn")) as schema_url:  # skips when Postgres is not there
+            store: HotStore = PostgresHotStore(schema_url)
+            yield store
+            await store.aclose()
+        return
     if not url.startswith("redis"):
         store = open_hot_store(url)
         yield store
@@ -108,3 +138,72 @@ async def test_a_retried_reserve_never_holds_twice(hot: HotStore) -> None:
     assert await hot.get_counters(["k"]) == [60]
     await hot.settle("same", {"k": 10})
     assert await hot.get_counters(["k"]) == [10]
+
+
+# --- the Postgres hot store against the in-process one ---
+
+
+@pytest.fixture
+async def pg_hot(pg_dsn: str) -> AsyncIterator[PostgresHotStore]:
+    async with pg_schema(pg_dsn) as url:
+        store = PostgresHotStore(url)
+        yield store
+        await store.aclose()
+
+
+async def _agree_with_memory(pg: PostgresHotStore, steps: list[tuple[object, ...]]) -> None:
+    with psycopg.connect(pg._dsn, autocommit=True) as conn:  # one schema for every example: start empty
+        conn.execute(
+            f"truncate {pg.schema}.hot_counters, {pg.schema}.hot_reservations, {pg.schema}.hot_events,"
+            f" {pg.schema}.hot_cache"
+        )
+    mem, now = MemoryHotStore(), 1_700_000_000.0
+    for step in steps:
+        if step[0] == "advance":
+            now += float(step[1])  # type: ignore[arg-type]
+        else:
+            assert await _step(mem, step, now) == await _step(pg, step, now), step
+    assert await mem.get_counters(["x", "y"]) == await pg.get_counters(["x", "y"])
+    assert await mem.cache_clear() == await pg.cache_clear()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(_money, min_size=5, max_size=40))
+async def test_postgres_reservations_behave_as_in_the_memory_store(
+    pg_hot: PostgresHotStore, steps: list[tuple[object, ...]]
+) -> None:
+    await _agree_with_memory(pg_hot, steps)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(_limiter_and_cache, min_size=5, max_size=40))
+async def test_postgres_limiter_and_cache_behave_as_in_the_memory_store(
+    pg_hot: PostgresHotStore, steps: list[tuple[object, ...]]
+) -> None:
+    await _agree_with_memory(pg_hot, steps)
+
+
+async def test_postgres_delete_drops_counters_and_the_holds_on_them(pg_hot: PostgresHotStore) -> None:
+    await pg_hot.seed_counter("k", 100, 60)
+    assert await pg_hot.reserve("r", [Hold("k", 50, None), Hold("j", 5, None)], ttl_s=30, now=0) is None
+    await pg_hot.delete(["k"])
+    assert await pg_hot.get_counters(["k", "j"]) == [None, 5]
+    await pg_hot.seed_counter("k", 100, 60)  # seeded again from the ledger, without r's hold
+    await pg_hot.settle("r", {"k": 20, "j": 2})  # r holds nothing on k any more: only the actual is added
+    assert await pg_hot.get_counters(["k", "j"]) == [120, 2]
+    assert await pg_hot.reserve("lost", [Hold("j", 9, None)], ttl_s=30, now=0) is None
+    await pg_hot.delete(["j"])
+    assert await pg_hot.reserve("next", [Hold("k", 1, None)], 30, now=31) is None  # lost's expiry finds nothing
+    assert await pg_hot.get_counters(["k", "j"]) == [121, None]
+    assert await pg_hot.counter_keys() == ["k"]
+
+
+async def test_postgres_counters_expire_by_their_ttl(pg_hot: PostgresHotStore) -> None:
+    with psycopg.connect(pg_hot._dsn, autocommit=True) as conn:
+        conn.execute(f"insert into {pg_hot.schema}.hot_counters values ('old', 7, now() - interval '1 s')")
+    assert await pg_hot.get_counters(["old"]) == [None]  # as if Redis had dropped it
+    await pg_hot.seed_counter("old", 3, 60)
+    assert await pg_hot.get_counters(["old"]) == [3]
+    assert await pg_hot.set_once("w", 60) is True
+    assert await pg_hot.set_once("w", 60) is False
+    assert await pg_hot.purge(now=0) == 0

@@ -23,6 +23,7 @@ from tests.conftest import Bot, require_server
 from tests.drills.servers import ThrowawayRedis
 
 ONE_MODEL = '[{"provider": "simulated", "model": "gpt-4o-mini", "tier": "cheap"}]'
+ONE_MODEL_SPEC = [{"provider": "simulated", "model": "gpt-4o-mini", "tier": "cheap"}]
 REDIS = "redis://127.0.0.1:6379/0"
 
 
@@ -133,3 +134,25 @@ async def test_the_pipeline_on_postgres_and_redis(make_bot: Any, shared: tuple[s
     answers = [r for r in rows if r.kind.value == "answer" and r.status.value == "ok"]
     assert len([t for t in turns if t.answer is not None]) == len(answers)
     assert from_nano(await _month(bot, "console:xi")) == spent
+
+
+async def test_redis_down_falls_back_to_exact_counters_in_postgres(make_bot: Any, pg_dsn: str, tmp_path: Any) -> None:
+    from budget.stores.failover import FailoverHotStore
+
+    schema = f"pb_{uuid.uuid4().hex[:10]}"
+    try:
+        with ThrowawayRedis() as r:
+            bot: Bot = await make_bot(database_url=f"{pg_dsn}?schema={schema}", redis_url=r.url,
+                                      outbox_path=tmp_path / "o.db", user_monthly_limit=Decimal("0.001"),
+                                      model_catalog=ONE_MODEL_SPEC)  # fmt: skip
+            assert isinstance(bot.deps.hot, FailoverHotStore)
+            await bot.send("Hello while Redis is up, what is a tide?", user="ivy")
+            r.stop()
+            turns = [await bot.send(f"Question {i} while Redis is down: why?", user="ivy") for i in range(12)]
+            assert any(t.answer is not None for t in turns)  # answered within budget, not paused
+            await bot.deps.recorder.flush()
+            now = bot.clock.now
+            rows = await bot.deps.db.requests(now - timedelta(days=30), now + timedelta(days=1), "console:ivy")
+            assert sum((x.cost for x in rows), Decimal(0)) <= Decimal("0.001")
+    finally:
+        drop(pg_dsn, schema)

@@ -1,0 +1,493 @@
+"""Budget checks that outlive Redis: ``FailoverHotStore(primary, fallback)``.
+
+Every call goes to the primary (Redis). When it fails at the connection level, that call and every
+call after it go to the fallback (the Postgres hot store: slower, still exact across processes) for
+``retry_after_s``; then the primary is tried again. If both fail, ``StoresUnavailable``: budgets
+cannot be checked, so AI replies pause rather than spend unchecked.
+
+The rules that keep budgets exact across a switch:
+
+a) Counters written on the fallback during an outage are stale on the primary when it comes back
+   (a network partition keeps Redis's data). Before the primary is used again they are deleted
+   there, so Budget seeds them again from the ledger, which holds the outage's spend. "Written on
+   the fallback" is what this process wrote and, when the fallback can list them
+   (``counter_keys``), every counter of the outage there: another process's, or one left by a
+   process that crashed (a new process starts with this step). The first process back does it, in
+   one step that claims the outage (``CLEANED_KEY``); a later one deleting again would race the
+   first one's fresh seeds. Deleting a counter also drops every open reservation's hold on it, so a
+   counter seeded again is never lowered by a hold it never held.
+   Likewise the fallback's counters must not outlive their outage: each outage has an epoch
+   (``EPOCH_KEY`` on the fallback, moved on by the first process back), and counters on the
+   fallback are named with it, so the next outage starts from fresh ones, seeded from the ledger.
+b) A settle goes to the store in use. For a reservation made on the other store it adds only the
+   actual amounts there, and the other store's hold goes when it expires or with (a).
+c) The rate limiter, the cache, warn-once flags and plain counters follow the store in use (cache
+   hit and miss counts written on the fallback are counters of the outage: deleted with (a)).
+d) Both stores failing raises ``StoresUnavailable``; for ``retry_after_s`` after that, calls raise
+   it at once instead of waiting on two dead servers.
+
+And more, so that a switch in the middle of a message loses no hold:
+
+e) reserve and settle never create a counter on the store in use (the stores would start it at 0,
+   and it would then read as seeded, forgetting the period's spend). Each first reads which of its
+   counters exist (one more round trip: another process's switch may have just deleted any of
+   them). reserve refuses a hold on a missing counter (the caller reads the meters again, which
+   seeds it, and retries: bot/calls.py does); settle leaves it out, since the ledger it will be
+   seeded from has the call's row by then (bot/calls.py records right after the settle). If this
+   process is seeding it at that moment (its ledger read came first), the settle waits for the
+   seed and adds the amount after it.
+f) This process's reservations still open on the store it left are carried to the store in use,
+   key by key as each counter exists there, before any new reservation: no limit check (they were
+   admitted), same expiry, an id of their own. A settle then replaces each carried hold. A carry
+   and the settle of one reservation never overlap; a new reservation waits for both.
+g) The switch back waits for calls in flight on the fallback, and calls arriving meanwhile wait
+   for it: nothing is written to the fallback after the keys to delete are listed.
+h) A process still on the fallback sees the epoch move with its next reserve or settle, and goes
+   back at its next call instead of at the end of its own ``retry_after_s``.
+
+Limits:
+
+- Processes fail over on their own: in a partition that cuts off only some of them, those use
+  Postgres while the others use Redis, each counting only its own calls; around a switch back,
+  (h) narrows the split to about one call per process. Another process's calls in flight at a
+  switch are not on the new store until they settle. Each can let spend pass a limit a little.
+- (e) reads, then writes: a counter deleted between the two (by a process coming back from a
+  partition the others never saw) is recreated from 0 and reads as seeded. Closing that needs the
+  stores themselves to refuse, in reserve and settle, a counter that does not exist: a change to
+  the HotStore contract, which would also make (e)'s read unnecessary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from budget.stores.base import Hold, HotStore
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# Deletes counters and the holds on them, unless the outage ``epoch`` was already cleaned up there
+# by another process (None: delete anyway). True if it deleted.
+Deleter = Callable[[Sequence[str], "int | None"], Awaitable[bool]]
+
+PROBE_KEY = "pb:{failover}:probe"
+EPOCH_KEY = "pb:{failover}:epoch"  # on the fallback: the current outage's number
+CLEANED_KEY = "pb:{failover}:cleaned"  # on the primary: the last outage cleaned up there
+_SEED_WAIT_S = 2.0  # how long a settle waits for a seed under way of a counter it finds missing
+
+# KEYS[1] CLEANED_KEY, KEYS[2] the index of open reservations, KEYS[3..] the counters; ARGV[1] the
+# outage epoch ('' for none), ARGV[2] the key prefix of reservation hashes. Belongs in lua/ behind
+# a RedisHotStore.delete; kept here until that file is free to change.
+_REDIS_DELETE = """
+if ARGV[1] ~= '' then
+  if tonumber(redis.call('GET', KEYS[1]) or '-1') >= tonumber(ARGV[1]) then
+    return 0
+  end
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+local doomed = {}
+for i = 3, #KEYS do
+  doomed[KEYS[i]] = true
+  redis.call('DEL', KEYS[i])
+end
+for _, rid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local hkey = ARGV[2] .. rid
+  for _, counter in ipairs(redis.call('HKEYS', hkey)) do
+    if doomed[counter] then
+      redis.call('HDEL', hkey, counter)
+    end
+  end
+end
+return 1
+"""
+
+
+class StoresUnavailable(Exception):
+    """Neither the hot store nor its fallback can be reached: no budget can be checked, so AI
+    replies pause until one is back."""
+
+    def __init__(self) -> None:
+        super().__init__("AI replies are paused: the budget service cannot be reached right now. Try again soon.")
+
+
+def connection_errors() -> tuple[type[BaseException], ...]:
+    """What a store raises when it cannot be reached, as opposed to a bug: socket errors (timeouts
+    included), redis-py's connection errors and timeouts, asyncpg's lost connections, server
+    shutdowns and a server out of connections."""
+    found: list[type[BaseException]] = [OSError]
+    try:
+        from redis import exceptions as redis_errors
+
+        found += [redis_errors.ConnectionError, redis_errors.TimeoutError]
+    except ImportError:  # pragma: no cover - redis is a dependency
+        pass
+    try:
+        from asyncpg import exceptions as pg_errors
+
+        found += [pg_errors.PostgresConnectionError, pg_errors.OperatorInterventionError]
+        found += [pg_errors.TooManyConnectionsError]
+    except ImportError:  # pragma: no cover - asyncpg comes with the postgres extra
+        pass
+    return tuple(found)
+
+
+def _deleter(store: HotStore) -> Deleter:
+    delete = getattr(store, "delete", None)
+    if callable(delete):
+
+        async def delete_all(keys: Sequence[str], epoch: int | None) -> bool:
+            await delete(keys)  # nothing to claim the outage with: every process back deletes
+            return True
+
+        return delete_all
+    from budget.stores.redis import RedisHotStore
+
+    if isinstance(store, RedisHotStore):
+        script = store.redis.register_script(_REDIS_DELETE)
+        cleaned = store._k(CLEANED_KEY)
+
+        async def delete_in_redis(keys: Sequence[str], epoch: int | None) -> bool:
+            args = ["" if epoch is None else epoch, store._held_prefix]
+            return bool(await script(keys=[cleaned, store._due, *(store._k(k) for k in keys)], args=args))
+
+        return delete_in_redis
+    raise TypeError(f"FailoverHotStore needs stores that can delete counters; {type(store).__name__} cannot")
+
+
+@dataclass
+class _Open:
+    """A reservation this process made and has not settled: where each key's hold is counted."""
+
+    amounts: dict[str, int]
+    ttl_s: int
+    now: float
+    at: dict[str, tuple[int, str]]  # key -> (store index, the reservation id holding it there)
+    carried: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # a carry and the settle never interleave
+
+
+class FailoverHotStore:
+    """A HotStore on ``primary`` while it answers, on ``fallback`` while it does not."""
+
+    def __init__(
+        self,
+        primary: HotStore,
+        fallback: HotStore,
+        *,
+        retry_after_s: float = 5.0,
+        drain_timeout_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stores = (primary, fallback)
+        self.retry_after_s = retry_after_s
+        self._drain_timeout_s = drain_timeout_s
+        self._clock = clock
+        self._delete = _deleter(primary)
+        _deleter(fallback)  # refuse a fallback that could not be the primary's stand-in either
+        self._errors = connection_errors()
+        # Start as if an outage just ended: the first call clears what a crashed process left behind.
+        self.using = 1
+        self._retry_at = float("-inf")
+        self._down_until = float("-inf")
+        self._epoch: int | None = None  # the outage whose counters this process uses on the fallback
+        self._written: set[str] = set()  # counters this process wrote on the fallback in this outage
+        # Counters a caller found missing on store i and is about to seed (Budget.meters): set once seeded.
+        self._seeding: tuple[dict[str, asyncio.Event], dict[str, asyncio.Event]] = ({}, {})
+        self._open: dict[str, _Open] = {}
+        self._fallback_calls = 0
+        self._fallback_idle = asyncio.Event()
+        self._fallback_idle.set()
+        self._steady = asyncio.Event()  # cleared while switching back
+        self._steady.set()
+        self._lock = asyncio.Lock()
+        self._announced = False  # the move to the fallback was logged
+
+    # --- switching ---
+
+    async def _run(self, op: Callable[[int], Awaitable[T]]) -> T:
+        if self._clock() < self._down_until:
+            raise StoresUnavailable()
+        await self._steady.wait()
+        if self.using == 1 and self._clock() >= self._retry_at:
+            await self._switch_back()
+        first = self.using
+        try:
+            return await self._on(first, op)
+        except self._errors as exc:
+            error = exc
+        try:
+            if first == 0:
+                await self._fail_over(error)
+            elif not await self._switch_back(force=True):
+                raise error
+            return await self._on(self.using, op)
+        except self._errors as exc:
+            log.error("budget stores unreachable, AI replies paused: %s", _why(exc))
+            self._down_until = self._clock() + self.retry_after_s
+            raise StoresUnavailable() from exc
+
+    async def _on(self, i: int, op: Callable[[int], Awaitable[T]]) -> T:
+        if i == 0:
+            return await op(0)
+        self._fallback_calls += 1
+        self._fallback_idle.clear()
+        try:
+            if self._epoch is None:
+                self._epoch = await self._fallback_epoch()  # this process started while the primary was away
+            return await op(1)
+        finally:
+            self._fallback_calls -= 1
+            if self._fallback_calls == 0:
+                self._fallback_idle.set()
+
+    async def _fail_over(self, error: BaseException) -> None:
+        async with self._lock:
+            if self.using == 1:
+                return
+            self._epoch = await self._fallback_epoch()
+            self.using = 1
+            self._forget(1)
+            self._retry_at = self._clock() + self.retry_after_s
+            self._announce(error)
+
+    async def _fallback_epoch(self) -> int:
+        return (await self.stores[1].get_counters([EPOCH_KEY]))[0] or 0
+
+    def _announce(self, error: BaseException) -> None:
+        if not self._announced:
+            self._announced = True
+            log.warning(
+                "%s unreachable (%s): budgets are checked on %s, the primary is tried again every %g s",
+                type(self.stores[0]).__name__, _why(error), type(self.stores[1]).__name__, self.retry_after_s,
+            )  # fmt: skip
+
+    async def _switch_back(self, *, force: bool = False) -> bool:
+        async with self._lock:
+            if self.using == 0:
+                return True
+            if not force and self._clock() < self._retry_at:
+                return False  # another call just tried
+            self._retry_at = self._clock() + self.retry_after_s
+            self._steady.clear()
+            try:
+                return await self._try_primary()
+            finally:
+                self._steady.set()
+
+    async def _try_primary(self) -> bool:
+        try:
+            await asyncio.wait_for(self._fallback_idle.wait(), self._drain_timeout_s)
+        except TimeoutError:
+            return False
+        keys, current = set(self._written), None
+        with contextlib.suppress(*self._errors):  # the fallback is down too: only this process's keys are known
+            current = await self._fallback_epoch()
+            listing = getattr(self.stores[1], "counter_keys", None)
+            if callable(listing):
+                suffix = f"#{current if self._epoch is None else self._epoch}"
+                keys.update(k.removesuffix(suffix) for k in await listing() if k.endswith(suffix))
+        epoch = self._epoch if self._epoch is not None else current
+        try:
+            await self.stores[0].get_counters([PROBE_KEY])
+            if keys:
+                await self._delete(sorted(keys), None if epoch is None else epoch + 1)
+        except self._errors as exc:
+            self._announce(exc)
+            return False
+        self.using = 0
+        self._forget(0)
+        self._written.clear()
+        if keys and epoch is not None and current is not None and current <= epoch:
+            # The next outage starts with fresh counters, and the processes still there follow (h).
+            with contextlib.suppress(*self._errors):
+                await self.stores[1].incr(EPOCH_KEY, epoch + 1 - current)
+        if self._announced:
+            self._announced = False
+            log.warning(
+                "%s is back: budgets are checked there again; counters used meanwhile are seeded from the ledger",
+                type(self.stores[0]).__name__,
+            )  # fmt: skip
+        return True
+
+    # --- keys and which counters exist where ---
+
+    def _k(self, i: int, key: str) -> str:
+        """A counter's name on store ``i``: on the fallback, within the current outage."""
+        return key if i == 0 else f"{key}#{self._epoch}"
+
+    def _forget(self, i: int) -> None:
+        """Seeds under way on store ``i`` before a switch to it are no longer awaited."""
+        for seeded in self._seeding[i].values():
+            seeded.set()
+        self._seeding[i].clear()
+
+    def _seeded(self, i: int, key: str) -> None:
+        seeded = self._seeding[i].pop(key, None)
+        if seeded is not None:
+            seeded.set()
+
+    async def _present(self, i: int, keys: Iterable[str]) -> set[str]:
+        """Which of ``keys`` exist on store ``i``, asked every time: another process may have
+        deleted any of them with its switch back. On the fallback, the epoch comes along (h)."""
+        wanted = list(dict.fromkeys(keys))
+        if i == 0:
+            values = await self.stores[0].get_counters(wanted)
+        else:
+            *values, epoch = await self.stores[1].get_counters([*(self._k(1, k) for k in wanted), EPOCH_KEY])
+            if self._epoch is not None and (epoch or 0) > self._epoch:
+                self._retry_at = float("-inf")  # another process is back on the primary: follow it now
+        return {k for k, v in zip(wanted, values, strict=True) if v is not None}
+
+    async def _carry(self, i: int, now: float, present: set[str]) -> None:
+        """Hold on store ``i`` what this process's open reservations hold elsewhere (rule f)."""
+        for rid, held in list(self._open.items()):
+            if held.now + held.ttl_s <= now:
+                self._open.pop(rid, None)  # expired: given back wherever it was held
+                continue
+            if not any(where[0] != i and k in present for k, where in held.at.items()):
+                continue
+            # Waits for a settle of it under way (one stuck on the store that just failed included):
+            # admitting a new reservation meanwhile would not count this one's hold.
+            async with held.lock:
+                if self._open.get(rid) is not held:
+                    continue  # settled meanwhile
+                for key, amount in held.amounts.items():
+                    if held.at[key][0] == i or key not in present:
+                        continue
+                    held.carried += 1
+                    carried_id = f"{rid}~{held.carried}"
+                    await self.stores[i].reserve(
+                        carried_id, [Hold(self._k(i, key), amount, None)], held.ttl_s, held.now
+                    )
+                    held.at[key] = (i, carried_id)
+                    if i == 1:
+                        self._written.add(key)
+
+    # --- the HotStore protocol ---
+
+    async def get_counters(self, keys: Sequence[str]) -> list[int | None]:
+        async def on(i: int) -> list[int | None]:
+            values = await self.stores[i].get_counters([self._k(i, k) for k in keys])
+            for key, value in zip(keys, values, strict=True):
+                if value is None:  # Budget.meters seeds it next: a settle that finds it missing waits for that
+                    self._seeding[i].setdefault(key, asyncio.Event())
+                else:
+                    self._seeded(i, key)
+            return values
+
+        return await self._run(on)
+
+    async def seed_counter(self, key: str, value: int, ttl_s: int) -> None:
+        async def on(i: int) -> None:
+            if i == 1:
+                self._written.add(key)
+            await self.stores[i].seed_counter(self._k(i, key), value, ttl_s)
+            self._seeded(i, key)
+
+        await self._run(on)
+
+    async def reserve(self, reservation_id: str, holds: Sequence[Hold], ttl_s: int, now: float) -> str | None:
+        async def on(i: int) -> str | None:
+            if i == 1:
+                self._written.update(h.key for h in holds)
+            elsewhere = {k for held in self._open.values() for k, where in held.at.items() if where[0] != i}
+            present = await self._present(i, [*(h.key for h in holds), *elsewhere])
+            missing = [h.key for h in holds if h.key not in present]
+            if missing:
+                log.debug("counter %s is not seeded on the store in use: refused until the meters are read", missing[0])
+                return missing[0]
+            await self._carry(i, now, present)
+            named = [Hold(self._k(i, h.key), h.amount, h.limit) for h in holds]
+            refused = await self.stores[i].reserve(reservation_id, named, ttl_s, now)
+            if refused is not None:
+                return holds[[h.key for h in named].index(refused)].key
+            amounts: dict[str, int] = {}
+            for h in holds:
+                amounts[h.key] = amounts.get(h.key, 0) + h.amount
+            self._open[reservation_id] = _Open(amounts, ttl_s, now, {k: (i, reservation_id) for k in amounts})
+            return None
+
+        return await self._run(on)
+
+    async def settle(self, reservation_id: str, actual: Mapping[str, int]) -> None:
+        async def on(i: int) -> None:
+            held = self._open.get(reservation_id)
+            if held is None:
+                await self._settle_on(i, reservation_id, actual, {})
+                return
+            async with held.lock:  # never at the same time as a carry of it
+                await self._settle_on(i, reservation_id, actual, held.at)
+                self._open.pop(reservation_id, None)
+
+        await self._run(on)
+
+    async def _settle_on(
+        self, i: int, reservation_id: str, actual: Mapping[str, int], at: Mapping[str, tuple[int, str]]
+    ) -> None:
+        """Settle on store ``i`` (rules b and e). Each amount goes to the id that holds its key here;
+        a key held on the other store, or by no reservation of ours, goes with the original id,
+        which adds only the actual."""
+        if i == 1:
+            self._written.update(actual)
+        here = {rid for store, rid in at.values() if store == i}  # holds here are settled or released
+        todo = dict(actual)
+        while True:
+            missing = set(todo) - await self._present(i, todo)
+            seeding = [self._seeding[i][k].wait() for k in missing if k in self._seeding[i]]
+            if seeding:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.gather(*seeding), _SEED_WAIT_S)
+                if any(k in self._seeding[i] for k in missing):
+                    todo = {k: v for k, v in todo.items() if k not in missing}  # gave up waiting: left out
+                continue
+            ready = {k: v for k, v in todo.items() if k not in missing}
+            if not ready and not here:
+                return  # the last step was the check: a seed that starts now reads a ledger with this call
+            parts: dict[str, dict[str, int]] = {rid: {} for rid in here}
+            for key, amount in ready.items():
+                store, rid = at.get(key, (i, reservation_id))
+                parts.setdefault(rid if store == i else reservation_id, {})[self._k(i, key)] = amount
+            for rid, amounts in parts.items():
+                await self.stores[i].settle(rid, amounts)
+            todo = {k: v for k, v in todo.items() if k in missing}
+            here = set()
+            if not todo:
+                return
+
+    async def hit(self, key: str, limit: int, window_s: float, now: float) -> float:
+        return await self._run(lambda i: self.stores[i].hit(key, limit, window_s, now))
+
+    async def cache_get(self, key: str, now: float) -> str | None:
+        return await self._run(lambda i: self.stores[i].cache_get(key, now))
+
+    async def cache_put(self, key: str, value: str, ttl_s: float, max_size: int, now: float) -> None:
+        await self._run(lambda i: self.stores[i].cache_put(key, value, ttl_s, max_size, now))
+
+    async def cache_clear(self) -> int:
+        n = await self._run(lambda i: self.stores[i].cache_clear())
+        with contextlib.suppress(*self._errors):  # the other store's entries would come back with the next switch
+            await self.stores[1 - self.using].cache_clear()
+        return n
+
+    async def cache_size(self, now: float) -> int:
+        return await self._run(lambda i: self.stores[i].cache_size(now))
+
+    async def incr(self, key: str, by: int = 1) -> int:
+        return await self._run(lambda i: self.stores[i].incr(self._k(i, key), by))
+
+    async def set_once(self, key: str, ttl_s: int) -> bool:
+        return await self._run(lambda i: self.stores[i].set_once(key, ttl_s))
+
+    async def aclose(self) -> None:
+        for store in self.stores:
+            await store.aclose()
+
+
+def _why(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"

@@ -1,0 +1,380 @@
+"""Redis goes away, budgets stay exact: FailoverHotStore over a Redis of its own (stopped, started,
+or cut off behind a proxy so that it keeps its data) and the Postgres hot store in a fresh schema."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+import redis.asyncio as aioredis
+
+from budget.ledger import Budget, Limits
+from budget.money import to_nano
+from budget.periods import Calendar
+from budget.records import Spend
+from budget.stores import Hold
+from budget.stores.failover import EPOCH_KEY, FailoverHotStore, StoresUnavailable
+from budget.stores.pg_hot import PostgresHotStore
+from budget.stores.postgres import PostgresDatabase
+from budget.stores.redis import RedisHotStore
+from tests.budget.test_hot_store import pg_schema
+from tests.conftest import require_server
+from tests.drills.servers import PG_BIN, ThrowawayPostgres, ThrowawayRedis, free_port
+
+RETRY_S = 0.3
+USER, GLOBAL = "pb:{u1}:usd:month:2026-11", "pb:{global}:usd:month:2026-11"
+NOW = datetime(2026, 11, 10, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[ThrowawayRedis]:
+    require_server(shutil.which("redis-server") is not None, "redis-server (to start a Redis of our own)")
+    with ThrowawayRedis() as server:
+        yield server
+
+
+@pytest.fixture
+async def pg_url(pg_dsn: str) -> AsyncIterator[str]:
+    async with pg_schema(pg_dsn) as url:
+        yield url
+
+
+class Partition:
+    """A TCP proxy in front of a server: ``cut()`` makes the server unreachable while it keeps its
+    data (a network partition), ``heal()`` makes it reachable again on the same port."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
+
+    async def heal(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._open:
+            writer.transport.abort()
+        self._open.clear()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._open |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except ConnectionError:
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+def failover(redis_url: str, pg_url: str) -> FailoverHotStore:
+    return FailoverHotStore(RedisHotStore(redis_url), PostgresHotStore(pg_url), retry_after_s=RETRY_S)
+
+
+async def seeded(hot: FailoverHotStore, keys: list[str], value: int = 0) -> list[int | None]:
+    """What Budget.meters does: read, seed what is missing, read again."""
+    for key, found in zip(keys, await hot.get_counters(keys), strict=True):
+        if found is None:
+            await hot.seed_counter(key, value, 3600)
+    return await hot.get_counters(keys)
+
+
+async def test_while_redis_is_down_300_reserves_from_two_processes_admit_exactly_what_fits(
+    redis_server: ThrowawayRedis, pg_url: str
+) -> None:
+    a, b = failover(redis_server.url, pg_url), failover(redis_server.url, pg_url)
+    try:
+        assert await seeded(a, [USER, GLOBAL]) == [0, 0]
+        assert await b.get_counters([USER]) == [0]
+        assert (a.using, b.using) == (0, 0)
+        redis_server.stop()
+
+        assert await seeded(a, [USER, GLOBAL]) == [0, 0]  # Postgres now, seeded there from the (empty) ledger
+        assert (a.using, b.using) == (1, 0)  # b has not noticed yet
+        limit, amount = 10_000, 37
+        holds = [Hold(USER, amount, limit), Hold(GLOBAL, amount, None)]
+        results = await asyncio.gather(*((a if i % 2 else b).reserve(f"r{i}", holds, 600, now=0) for i in range(300)))
+        assert results.count(None) == limit // amount == 270
+        assert set(results) == {None, USER}
+        assert (a.using, b.using) == (1, 1)
+        pg = PostgresHotStore(pg_url)
+        assert await pg.get_counters([f"{USER}#0", f"{GLOBAL}#0"]) == [270 * amount] * 2  # outage 0's counters
+        await pg.aclose()
+
+        redis_server.start()  # empty: it keeps nothing on disk
+        await asyncio.sleep(RETRY_S)
+        assert await a.get_counters([USER, GLOBAL]) == [None, None]  # to be seeded from the ledger
+        assert a.using == 0
+        assert await b.get_counters([USER]) == [None]
+        pg = PostgresHotStore(pg_url)
+        assert await pg.get_counters([EPOCH_KEY]) == [1]  # the next outage starts with fresh counters
+        await pg.aclose()
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_after_a_partition_the_counters_used_meanwhile_are_deleted_from_redis(
+    redis_server: ThrowawayRedis, pg_url: str
+) -> None:
+    proxy = Partition(redis_server.port)
+    await proxy.heal()
+    hot = failover(f"redis://127.0.0.1:{proxy.port}/0", pg_url)
+    direct = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    other = "pb:{u2}:usd:month:2026-11"
+    try:
+        assert await seeded(hot, [USER, GLOBAL, other], value=100) == [100, 100, 100]
+        assert await hot.reserve("before", [Hold(USER, 5, None), Hold(GLOBAL, 5, None)], 600, now=0) is None
+        await proxy.cut()
+
+        assert await seeded(hot, [USER, GLOBAL], value=500) == [500, 500]  # the ledger knows more than Redis
+        assert await hot.reserve("during", [Hold(USER, 7, 1000), Hold(GLOBAL, 7, None)], 600, now=0) is None
+        assert hot.using == 1
+        assert await direct.mget([USER, GLOBAL, other]) == ["105", "105", "100"]  # Redis kept its stale values
+
+        await proxy.heal()
+        await asyncio.sleep(RETRY_S)
+        assert await hot.get_counters([USER, GLOBAL, other]) == [None, None, 100]
+        assert hot.using == 0
+        assert await direct.mget([USER, GLOBAL]) == [None, None]
+        # The open reservation's holds went with the counters: seeded again, they are never lowered by it.
+        assert await direct.hgetall("pb:rsv:id:before") == {}
+    finally:
+        await direct.aclose()
+        await hot.aclose()
+        await proxy.cut()
+
+
+async def test_the_first_process_back_cleans_up_and_the_others_follow_it_without_deleting_again(
+    redis_server: ThrowawayRedis, pg_url: str
+) -> None:
+    proxy = Partition(redis_server.port)
+    await proxy.heal()
+    url = f"redis://127.0.0.1:{proxy.port}/0"
+    a = failover(url, pg_url)
+    b = FailoverHotStore(RedisHotStore(url), PostgresHotStore(pg_url), retry_after_s=60)  # waits long on its own
+    try:
+        await seeded(a, [USER])
+        await seeded(b, [USER])
+        await proxy.cut()
+        for hot in (a, b):
+            await seeded(hot, [USER], value=50)
+            assert await hot.reserve(f"r{id(hot)}", [Hold(USER, 10, 1000)], 600, now=0) is None
+        assert (a.using, b.using) == (1, 1)
+
+        await proxy.heal()
+        await asyncio.sleep(RETRY_S)
+        assert await seeded(a, [USER], value=70) == [70]  # a is back first: deleted, seeded from the ledger
+        assert await a.reserve("ra2", [Hold(USER, 5, 1000)], 600, now=0) is None  # after carrying a's 10 over
+        assert await a.get_counters([USER]) == [85]
+        # b sees the outage is over with its next reservation (still on Postgres), and is back at its
+        # next call rather than in 60 s, without deleting a's fresh counter a second time.
+        assert await b.reserve("rb2", [Hold(USER, 5, 1000)], 600, now=0) is None
+        assert await b.get_counters([USER]) == [85]
+        assert b.using == 0
+        assert await b.reserve("rb3", [Hold(USER, 1, 1000)], 600, now=0) is None  # after carrying b's 10 and 5
+        assert await a.get_counters([USER]) == [101]
+    finally:
+        await a.aclose()
+        await b.aclose()
+        await proxy.cut()
+
+
+async def test_a_settle_lands_on_the_store_in_use(redis_server: ThrowawayRedis, pg_url: str) -> None:
+    a, b = failover(redis_server.url, pg_url), failover(redis_server.url, pg_url)
+    try:
+        await seeded(a, [USER, GLOBAL])
+        assert await a.reserve("r1", [Hold(USER, 100, 1000), Hold(GLOBAL, 100, None)], 600, now=0) is None
+        assert await a.reserve("r2", [Hold(USER, 100, 1000), Hold(GLOBAL, 100, None)], 600, now=0) is None
+        redis_server.stop()
+
+        # No counter on Postgres yet: settling would create one from 0 that reads as seeded. It is
+        # applied, then deleted, so the next read seeds it from the ledger (which has r1's row by then).
+        await a.settle("r1", {USER: 40, GLOBAL: 40})
+        assert await b.get_counters([USER, GLOBAL]) == [None, None]
+        assert await seeded(b, [USER, GLOBAL], value=40) == [40, 40]
+        # r2 is still in flight in process a: a carries its holds over before its next reservation.
+        assert await a.reserve("r3", [Hold(USER, 100, 1000), Hold(GLOBAL, 100, None)], 600, now=0) is None
+        assert await a.get_counters([USER, GLOBAL]) == [240, 240]
+        await a.settle("r2", {USER: 30, GLOBAL: 30})  # replaces r2's carried holds
+        await a.settle("r3", {USER: 50, GLOBAL: 50})
+        assert await b.get_counters([USER, GLOBAL]) == [120, 120]
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_a_reservation_on_a_counter_missing_after_a_switch_is_refused_until_seeded(
+    redis_server: ThrowawayRedis, pg_url: str
+) -> None:
+    hot = failover(redis_server.url, pg_url)
+    try:
+        await seeded(hot, [USER])  # the meters were read on Redis...
+        redis_server.stop()
+        # ...and the reservation lands on Postgres, where the counter was never seeded: creating it
+        # at 0 would forget the period's spend, so it is refused, and the caller reads the meters again.
+        assert await hot.reserve("r", [Hold(USER, 10, 1000)], 600, now=0) == USER
+        assert await hot.get_counters([USER]) == [None]
+        assert await seeded(hot, [USER], value=900) == [900]
+        assert await hot.reserve("r", [Hold(USER, 10, 1000)], 600, now=0) is None
+        assert await hot.reserve("r4", [Hold(USER, 91, 1000)], 600, now=0) == USER
+    finally:
+        await hot.aclose()
+
+
+async def test_a_new_process_clears_what_an_earlier_one_left_on_the_fallback(
+    redis_server: ThrowawayRedis, pg_url: str
+) -> None:
+    # A process died during outage 0: Postgres holds the outage's counters, Redis the stale ones.
+    pg = PostgresHotStore(pg_url)
+    red = RedisHotStore(redis_server.url)
+    await red.seed_counter(USER, 100, 3600)
+    await red.seed_counter(GLOBAL, 100, 3600)
+    await pg.seed_counter(f"{USER}#0", 300, 3600)
+    hot = failover(redis_server.url, pg_url)
+    try:
+        assert await hot.get_counters([USER, GLOBAL]) == [None, 100]  # seeded again from the ledger
+        assert await pg.get_counters([EPOCH_KEY]) == [1]
+    finally:
+        await hot.aclose()
+        await red.aclose()
+        await pg.aclose()
+
+
+async def test_limiter_and_cache_follow_the_store_in_use(redis_server: ThrowawayRedis, pg_url: str) -> None:
+    hot = failover(redis_server.url, pg_url)
+    try:
+        assert await hot.hit("pb:{u1}:rl", 1, 60, now=0) == 0.0
+        await hot.cache_put("pb:{cache}:a:1", "on redis", 60, 10, now=0)
+        redis_server.stop()
+        assert await hot.hit("pb:{u1}:rl", 1, 60, now=1) == 0.0  # a fresh log on Postgres
+        assert await hot.hit("pb:{u1}:rl", 1, 60, now=2) == 59.0
+        assert await hot.cache_get("pb:{cache}:a:1", now=1) is None
+        await hot.cache_put("pb:{cache}:a:1", "on postgres", 60, 10, now=1)
+        assert await hot.cache_get("pb:{cache}:a:1", now=2) == "on postgres"
+        assert await hot.set_once("pb:{u1}:warned", 60) is True
+        assert hot.using == 1
+    finally:
+        await hot.aclose()
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[ThrowawayPostgres]:
+    require_server((PG_BIN / "initdb").exists(), "PostgreSQL's initdb (to start a Postgres of our own)")
+    with ThrowawayPostgres() as server:
+        yield server
+
+
+async def test_with_both_stores_down_ai_replies_pause_with_a_clear_error(
+    redis_server: ThrowawayRedis, private_postgres: ThrowawayPostgres
+) -> None:
+    db = PostgresDatabase(private_postgres.dsn)
+    await db.migrate()
+    await db.aclose()
+    hot = failover(redis_server.url, private_postgres.dsn)
+    try:
+        assert await seeded(hot, [USER]) == [0]
+        redis_server.stop()
+        private_postgres.stop()
+        with pytest.raises(StoresUnavailable, match="AI replies are paused"):
+            await hot.reserve("r", [Hold(USER, 1, 10)], 600, now=0)
+        started = time.perf_counter()
+        with pytest.raises(StoresUnavailable):  # at once, without waiting on two dead servers again
+            await hot.get_counters([USER])
+        assert time.perf_counter() - started < 0.05
+
+        private_postgres.start()
+        await asyncio.sleep(RETRY_S)
+        assert await seeded(hot, [USER], value=3) == [3]  # the fallback is back: budgets work again
+        assert hot.using == 1
+    finally:
+        await hot.aclose()
+
+
+# --- Budget over a failover store ---
+
+
+@dataclass
+class Ledger:
+    """The ledger as Budget reads it: each call's cost, recorded right after its settle (bot/calls.py)."""
+
+    rows: list[tuple[str, int]] = field(default_factory=list)
+
+    async def spend(self, user_key: str | None, start: datetime, end: datetime) -> Spend:
+        nanos = sum(n for u, n in self.rows if user_key is None or u == user_key)
+        return Spend(nanos, 0)
+
+    def total(self, user_key: str | None = None) -> int:
+        return sum(n for u, n in self.rows if user_key is None or u == user_key)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+async def test_budget_never_passes_a_limit_across_an_outage(
+    redis_server: ThrowawayRedis, pg_url: str, processes: int
+) -> None:
+    user_limit, global_limit, worst = Decimal("0.030"), Decimal("0.080"), Decimal("0.001")
+    limits = Limits(user_monthly_usd=user_limit, global_monthly_usd=global_limit)
+    stores = [failover(redis_server.url, pg_url) for _ in range(processes)]
+    ledger = Ledger()  # one ledger: the processes share the database
+    budgets = [Budget(hot, ledger, Calendar("UTC"), limits, reservation_ttl_s=600) for hot in stores]
+    rng = random.Random(7)
+    users = ["console:a", "console:b", "console:c"]
+
+    async def call(user: str, budget: Budget) -> bool:
+        for _ in range(2):  # as bot/calls.py: a refusal reads the meters again, once
+            meters = await budget.meters(user, NOW)
+            reservation = await budget.reserve(meters, worst, 0, NOW)
+            if reservation is not None:
+                break
+        else:
+            return False
+        await asyncio.sleep(rng.uniform(0.05, 0.25))  # the LLM call, in flight across the switches
+        actual = Decimal(rng.randint(300, 1000)) / 1_000_000
+        await budget.settle(reservation, actual, 0)
+        ledger.rows.append((user, to_nano(actual)))
+        return True
+
+    async def worker(user: str, budget: Budget) -> None:
+        refused = 0
+        while refused < 3:
+            refused = 0 if await call(user, budget) else refused + 1
+
+    try:
+        load = asyncio.gather(*(worker(users[i % 3], budgets[i % processes]) for i in range(10)))
+        await asyncio.sleep(0.4)
+        await asyncio.to_thread(redis_server.stop)
+        await asyncio.sleep(0.8)
+        assert [hot.using for hot in stores] == [1] * processes
+        await asyncio.to_thread(redis_server.start)
+        await load
+        while any(await asyncio.gather(*(call(u, b) for u in users for b in budgets))):  # until nothing fits
+            pass
+        assert [hot.using for hot in stores] == [0] * processes
+        # Nothing in flight now: the counters (seeded again from the ledger after the outage) are the ledger.
+        for user in users:
+            used = {(m.scope.value, m.period.value): m.used for m in await budgets[0].meters(user, NOW)}
+            assert used[("user", "month")] == ledger.total(user)
+            assert used[("global", "month")] == ledger.total()
+    finally:
+        for hot in stores:
+            await hot.aclose()
+
+    assert to_nano(global_limit) - to_nano(worst) < ledger.total() <= to_nano(global_limit)
+    for user in users:
+        assert ledger.total(user) <= to_nano(user_limit)
