@@ -79,3 +79,45 @@ class InboxItem:
     message_id: str
     payload: dict[str, Any]
     replies: list[str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """A user's own limits, overriding the configured ones; None keeps the configured limit."""
+
+    user_key: str
+    daily_usd: Decimal | None = None
+    monthly_usd: Decimal | None = None
+    daily_tokens: int | None = None
+    monthly_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAlert:
+    """A fired alert; (rule, subject, period_key, level) fires once."""
+
+    rule: str
+    subject: str
+    period_key: str
+    level: str
+    message: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    created_at: datetime
+    actor: str
+    action: str
+    target: str | None
+    details: dict[str, Any]
+
+
+def quota_change(old: Quota | None, new: Quota) -> dict[str, Any]:
+    """What the audit log keeps of a quota change: each limit before and after, as text."""
+
+    def view(q: Quota | None) -> dict[str, str | None]:
+        fields = ("daily_usd", "monthly_usd", "daily_tokens", "monthly_tokens")
+        return {f: None if q is None or getattr(q, f) is None else str(getattr(q, f)) for f in fields}
+
+    return {"before": view(old), "after": view(new)}

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from budget.records import AIRequest, Conversation, InboxItem, Spend, StoredTurn
+from budget.records import AIRequest, AuditEntry, Conversation, InboxItem, Quota, Spend, StoredAlert, StoredTurn
 
 
 class Database(Protocol):
@@ -84,6 +84,34 @@ class Database(Protocol):
 
     async def open_inbox(self) -> list[InboxItem]:
         """Messages not done, oldest first: what a crash left unfinished."""
+        ...
+
+    async def get_quota(self, user_key: str) -> Quota | None: ...
+
+    async def set_quota(self, quota: Quota, actor: str, now: datetime) -> Quota | None:
+        """Store a user's limits and audit the change, in one transaction; returns the old ones."""
+        ...
+
+    async def audit(
+        self, actor: str, action: str, target: str | None, details: dict[str, Any], now: datetime
+    ) -> None: ...
+
+    async def audit_entries(self, since: datetime, limit: int = 100) -> list[AuditEntry]: ...
+
+    async def add_alert(self, alert: StoredAlert) -> bool:
+        """Store a fired alert; False if that (rule, subject, period, level) fired already."""
+        ...
+
+    async def alerts(self, since: datetime, limit: int = 50) -> list[StoredAlert]:
+        """Alerts fired since then, newest first."""
+        ...
+
+    async def known_user(self, user_key: str) -> bool:
+        """Whether the bot has seen this user (a users row or any ai_request)."""
+        ...
+
+    async def purge_before(self, cutoff: datetime) -> tuple[int, int]:
+        """Retention: delete messages and ai_requests older than ``cutoff``; (messages, requests)."""
         ...
 
     async def aclose(self) -> None: ...

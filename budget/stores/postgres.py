@@ -15,7 +15,19 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from budget.records import AIRequest, Conversation, InboxItem, Kind, Spend, Status, StoredTurn
+from budget.records import (
+    AIRequest,
+    AuditEntry,
+    Conversation,
+    InboxItem,
+    Kind,
+    Quota,
+    Spend,
+    Status,
+    StoredAlert,
+    StoredTurn,
+    quota_change,
+)
 from providers.base import Usage
 
 _AI_COLUMNS = (
@@ -277,6 +289,94 @@ class PostgresDatabase:
             )
             for r in rows
         ]
+
+    async def get_quota(self, user_key: str) -> Quota | None:
+        pool = await self._conn_pool()
+        row = await pool.fetchrow(
+            f"select daily_usd, monthly_usd, daily_tokens, monthly_tokens from {self.s}quotas where user_key = $1",
+            user_key,
+        )
+        if row is None:
+            return None
+        return Quota(user_key, row["daily_usd"], row["monthly_usd"], row["daily_tokens"], row["monthly_tokens"])
+
+    async def set_quota(self, quota: Quota, actor: str, now: datetime) -> Quota | None:
+        pool = await self._conn_pool()
+        async with pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"select daily_usd, monthly_usd, daily_tokens, monthly_tokens from {self.s}quotas"
+                " where user_key = $1 for update",
+                quota.user_key,
+            )
+            old = None if row is None else Quota(quota.user_key, *row.values())
+            await conn.execute(
+                f"insert into {self.s}quotas (user_key, daily_usd, monthly_usd, daily_tokens, monthly_tokens,"
+                " updated_at, updated_by) values ($1, $2, $3, $4, $5, $6, $7) on conflict (user_key) do update set"
+                " daily_usd = excluded.daily_usd, monthly_usd = excluded.monthly_usd,"
+                " daily_tokens = excluded.daily_tokens, monthly_tokens = excluded.monthly_tokens,"
+                " updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+                quota.user_key, quota.daily_usd, quota.monthly_usd, quota.daily_tokens, quota.monthly_tokens, now,
+                actor,
+            )  # fmt: skip
+            await conn.execute(
+                f"insert into {self.s}audit_log (created_at, actor, action, target, details)"
+                " values ($1, $2, 'quota.set', $3, $4::jsonb)",
+                now, actor, quota.user_key, json.dumps(quota_change(old, quota)),
+            )  # fmt: skip
+        return old
+
+    async def audit(self, actor: str, action: str, target: str | None, details: dict[str, Any], now: datetime) -> None:
+        pool = await self._conn_pool()
+        await pool.execute(
+            f"insert into {self.s}audit_log (created_at, actor, action, target, details)"
+            " values ($1, $2, $3, $4, $5::jsonb)",
+            now, actor, action, target, json.dumps(details),
+        )  # fmt: skip
+
+    async def audit_entries(self, since: datetime, limit: int = 100) -> list[AuditEntry]:
+        pool = await self._conn_pool()
+        rows = await pool.fetch(
+            f"select created_at, actor, action, target, details from {self.s}audit_log where created_at >= $1"
+            " order by id desc limit $2",
+            since, limit,
+        )  # fmt: skip
+        return [
+            AuditEntry(r["created_at"], r["actor"], r["action"], r["target"], json.loads(r["details"])) for r in rows
+        ]
+
+    async def add_alert(self, alert: StoredAlert) -> bool:
+        pool = await self._conn_pool()
+        status = await pool.execute(
+            f"insert into {self.s}alerts (created_at, rule, subject, period_key, level, message)"
+            " values ($1, $2, $3, $4, $5, $6) on conflict do nothing",
+            alert.created_at, alert.rule, alert.subject, alert.period_key, alert.level, alert.message,
+        )  # fmt: skip
+        return bool(status == "INSERT 0 1")
+
+    async def alerts(self, since: datetime, limit: int = 50) -> list[StoredAlert]:
+        pool = await self._conn_pool()
+        rows = await pool.fetch(
+            f"select rule, subject, period_key, level, message, created_at from {self.s}alerts where created_at >= $1"
+            " order by id desc limit $2",
+            since, limit,
+        )  # fmt: skip
+        return [StoredAlert(*r.values()) for r in rows]
+
+    async def known_user(self, user_key: str) -> bool:
+        pool = await self._conn_pool()
+        return bool(
+            await pool.fetchval(
+                f"select exists(select 1 from {self.s}users where user_key = $1)"
+                f" or exists(select 1 from {self.s}ai_requests where user_key = $1)",
+                user_key,
+            )
+        )
+
+    async def purge_before(self, cutoff: datetime) -> tuple[int, int]:
+        pool = await self._conn_pool()
+        messages = await pool.execute(f"delete from {self.s}messages where created_at < $1", cutoff)
+        requests = await pool.execute(f"delete from {self.s}ai_requests where created_at < $1", cutoff)
+        return int(messages.split()[-1]), int(requests.split()[-1])
 
     async def aclose(self) -> None:
         if self._pool is not None:

@@ -16,7 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from budget.money import from_nano, to_nano
-from budget.records import AIRequest, Conversation, InboxItem, Kind, Spend, Status, StoredTurn
+from budget.records import (
+    AIRequest,
+    AuditEntry,
+    Conversation,
+    InboxItem,
+    Kind,
+    Quota,
+    Spend,
+    Status,
+    StoredAlert,
+    StoredTurn,
+    quota_change,
+)
 from providers.base import Usage
 
 _AI_COLUMNS = (
@@ -251,6 +263,87 @@ class SQLiteDatabase:
             "select channel, message_id, payload, reply from inbox where status <> 'done' order by received_at"
         ).fetchall()
         return [InboxItem(c, m, json.loads(p), json.loads(r) if r else None) for c, m, p, r in rows]
+
+    async def get_quota(self, user_key: str) -> Quota | None:
+        row = self._db.execute(
+            "select daily_nano, monthly_nano, daily_tokens, monthly_tokens from quotas where user_key = ?", (user_key,)
+        ).fetchone()
+        if row is None:
+            return None
+        dn, mn, dt, mt = row
+        return Quota(user_key, None if dn is None else from_nano(dn), None if mn is None else from_nano(mn), dt, mt)
+
+    async def set_quota(self, quota: Quota, actor: str, now: datetime) -> Quota | None:
+        old = await self.get_quota(quota.user_key)
+
+        def nano(v: Decimal | None) -> int | None:
+            return None if v is None else to_nano(v)
+
+        self._db.execute("begin")
+        try:
+            self._db.execute(
+                "insert into quotas (user_key, daily_nano, monthly_nano, daily_tokens, monthly_tokens, updated_at,"
+                " updated_by) values (?, ?, ?, ?, ?, ?, ?) on conflict (user_key) do update set"
+                " daily_nano = excluded.daily_nano, monthly_nano = excluded.monthly_nano,"
+                " daily_tokens = excluded.daily_tokens, monthly_tokens = excluded.monthly_tokens,"
+                " updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+                (quota.user_key, nano(quota.daily_usd), nano(quota.monthly_usd), quota.daily_tokens,
+                 quota.monthly_tokens, _ts(now), actor),
+            )  # fmt: skip
+            self._insert_audit(actor, "quota.set", quota.user_key, quota_change(old, quota), now)
+            self._db.execute("commit")
+        except BaseException:
+            self._db.execute("rollback")
+            raise
+        return old
+
+    def _insert_audit(
+        self, actor: str, action: str, target: str | None, details: dict[str, Any], now: datetime
+    ) -> None:
+        self._db.execute(
+            "insert into audit_log (created_at, actor, action, target, details) values (?, ?, ?, ?, ?)",
+            (_ts(now), actor, action, target, json.dumps(details)),
+        )
+
+    async def audit(self, actor: str, action: str, target: str | None, details: dict[str, Any], now: datetime) -> None:
+        self._insert_audit(actor, action, target, details, now)
+
+    async def audit_entries(self, since: datetime, limit: int = 100) -> list[AuditEntry]:
+        rows = self._db.execute(
+            "select created_at, actor, action, target, details from audit_log where created_at >= ?"
+            " order by id desc limit ?",
+            (_ts(since), limit),
+        ).fetchall()
+        return [AuditEntry(datetime.fromisoformat(c), a, act, t, json.loads(d)) for c, a, act, t, d in rows]
+
+    async def add_alert(self, alert: StoredAlert) -> bool:
+        cur = self._db.execute(
+            "insert or ignore into alerts (created_at, rule, subject, period_key, level, message)"
+            " values (?, ?, ?, ?, ?, ?)",
+            (_ts(alert.created_at), alert.rule, alert.subject, alert.period_key, alert.level, alert.message),
+        )
+        return cur.rowcount == 1
+
+    async def alerts(self, since: datetime, limit: int = 50) -> list[StoredAlert]:
+        rows = self._db.execute(
+            "select rule, subject, period_key, level, message, created_at from alerts where created_at >= ?"
+            " order by id desc limit ?",
+            (_ts(since), limit),
+        ).fetchall()
+        return [StoredAlert(r, s, p, lv, m, datetime.fromisoformat(c)) for r, s, p, lv, m, c in rows]
+
+    async def known_user(self, user_key: str) -> bool:
+        row = self._db.execute(
+            "select exists(select 1 from users where user_key = ?)"
+            " or exists(select 1 from ai_requests where user_key = ?)",
+            (user_key, user_key),
+        ).fetchone()
+        return bool(row[0])
+
+    async def purge_before(self, cutoff: datetime) -> tuple[int, int]:
+        messages = self._db.execute("delete from messages where created_at < ?", (_ts(cutoff),)).rowcount
+        requests = self._db.execute("delete from ai_requests where created_at < ?", (_ts(cutoff),)).rowcount
+        return messages, requests
 
     async def aclose(self) -> None:
         self._db.close()

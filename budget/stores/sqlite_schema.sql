@@ -95,7 +95,7 @@ create table if not exists alerts (
     period_key text not null,
     level      text not null,
     message    text not null,
-    unique (rule, subject, period_key)
+    unique (rule, subject, period_key, level)
 );
 
 create table if not exists audit_log (

@@ -19,7 +19,18 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from budget.money import NANO, NANOS_PER_USD
-from budget.records import AIRequest, Conversation, InboxItem, Kind, Spend, Status, StoredTurn
+from budget.records import (
+    AIRequest,
+    AuditEntry,
+    Conversation,
+    InboxItem,
+    Kind,
+    Quota,
+    Spend,
+    Status,
+    StoredAlert,
+    StoredTurn,
+)
 from providers.base import Usage
 
 if TYPE_CHECKING:
@@ -29,7 +40,7 @@ if TYPE_CHECKING:
     from supabase import AsyncClient
 
 # The newest migration whose functions this store calls (pennybot_schema_version() returns it).
-SCHEMA_VERSION = 20261123000200
+SCHEMA_VERSION = 20261123000400
 # Supabase caps every read at the project's "Max rows" (1000 unless changed): pages stay within it.
 PAGE_SIZE = 1000
 _AI_SELECT = (
@@ -51,6 +62,10 @@ class SupabaseError(RuntimeError):
 
 class SchemaNotApplied(SupabaseError):
     """The project lacks pennybot's tables and functions, or has an older version of them."""
+
+
+def _dec(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)
 
 
 def _money(amount: Decimal) -> str:
@@ -302,6 +317,95 @@ class SupabaseDatabase:
 
         rows = await self._pages("open_inbox", build, keyset=False)
         return [InboxItem(r["channel"], r["message_id"], r["payload"], r["reply"]) for r in rows]
+
+    async def get_quota(self, user_key: str) -> Quota | None:
+        columns = "daily_usd::text,monthly_usd::text,daily_tokens,monthly_tokens"
+        rows = (await self._run("get_quota", self._table("quotas").select(columns).eq("user_key", user_key))).data
+        if not rows:
+            return None
+        r = rows[0]
+        return Quota(user_key, _dec(r["daily_usd"]), _dec(r["monthly_usd"]), r["daily_tokens"], r["monthly_tokens"])
+
+    async def set_quota(self, quota: Quota, actor: str, now: datetime) -> Quota | None:
+        old = await self._rpc(
+            "pennybot_set_quota",
+            {
+                "p_user_key": quota.user_key, "p_actor": actor, "p_now": now.isoformat(),
+                "p_daily_usd": None if quota.daily_usd is None else _money(quota.daily_usd),
+                "p_monthly_usd": None if quota.monthly_usd is None else _money(quota.monthly_usd),
+                "p_daily_tokens": quota.daily_tokens, "p_monthly_tokens": quota.monthly_tokens,
+            },
+        )  # fmt: skip
+        if not old:
+            return None
+        tokens = {k: None if old[k] is None else int(old[k]) for k in ("daily_tokens", "monthly_tokens")}
+        return Quota(quota.user_key, _dec(old["daily_usd"]), _dec(old["monthly_usd"]), **tokens)
+
+    async def audit(self, actor: str, action: str, target: str | None, details: dict[str, Any], now: datetime) -> None:
+        from postgrest.types import ReturnMethod
+
+        row = {"created_at": now.isoformat(), "actor": actor, "action": action, "target": target, "details": details}
+        await self._run("audit", self._table("audit_log").insert(row, returning=ReturnMethod.minimal))
+
+    async def audit_entries(self, since: datetime, limit: int = 100) -> list[AuditEntry]:
+        query = self._table("audit_log").select("created_at,actor,action,target,details")
+        rows = (
+            await self._run(
+                "audit_entries", query.gte("created_at", since.isoformat()).order("id", desc=True).limit(limit)
+            )
+        ).data
+        return [
+            AuditEntry(datetime.fromisoformat(r["created_at"]), r["actor"], r["action"], r["target"], r["details"])
+            for r in rows
+        ]
+
+    async def add_alert(self, alert: StoredAlert) -> bool:
+        from postgrest.types import ReturnMethod
+
+        row = {
+            "created_at": alert.created_at.isoformat(), "rule": alert.rule, "subject": alert.subject,
+            "period_key": alert.period_key, "level": alert.level, "message": alert.message,
+        }  # fmt: skip
+        query = self._table("alerts").upsert(
+            [row], on_conflict="rule,subject,period_key,level", ignore_duplicates=True,
+            returning=ReturnMethod.representation,
+        )  # fmt: skip
+        return bool((await self._run("add_alert", query)).data)
+
+    async def alerts(self, since: datetime, limit: int = 50) -> list[StoredAlert]:
+        query = self._table("alerts").select("rule,subject,period_key,level,message,created_at")
+        rows = (
+            await self._run("alerts", query.gte("created_at", since.isoformat()).order("id", desc=True).limit(limit))
+        ).data
+        return [
+            StoredAlert(
+                r["rule"],
+                r["subject"],
+                r["period_key"],
+                r["level"],
+                r["message"],
+                datetime.fromisoformat(r["created_at"]),
+            )
+            for r in rows
+        ]
+
+    async def known_user(self, user_key: str) -> bool:
+        for table in ("users", "ai_requests"):
+            found = (
+                await self._run("known_user", self._table(table).select("user_key").eq("user_key", user_key).limit(1))
+            ).data
+            if found:
+                return True
+        return False
+
+    async def purge_before(self, cutoff: datetime) -> tuple[int, int]:
+        from postgrest.types import CountMethod, ReturnMethod
+
+        counts = []
+        for table in ("messages", "ai_requests"):
+            query = self._table(table).delete(count=CountMethod.exact, returning=ReturnMethod.minimal)
+            counts.append(int((await self._run("purge_before", query.lt("created_at", cutoff.isoformat()))).count or 0))
+        return counts[0], counts[1]
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -153,12 +153,12 @@ create table if not exists alerts (
     period_key text not null,
     level      text not null,
     message    text not null,
-    unique (rule, subject, period_key)
+    unique (rule, subject, period_key, level)
 );
-comment on table alerts is 'Fired alerts, once per rule, subject and period.';
+comment on table alerts is 'Fired alerts, once per rule, subject, period and level.';
 comment on column alerts.rule is 'Which rule fired.';
 comment on column alerts.subject is 'A user key, or global.';
-comment on column alerts.period_key is 'The period it fired for (fires once per rule, subject and period).';
+comment on column alerts.period_key is 'The period it fired for (fires once per rule, subject, period and level).';
 comment on column alerts.level is 'warning or critical.';
 
 create table if not exists audit_log (

@@ -156,3 +156,47 @@ async def test_two_sweeps_at_once_take_disjoint_messages(db: Database) -> None:
     ids_a, ids_b = {t.message_id for t in a}, {t.message_id for t in b}
     assert not ids_a & ids_b
     assert len(ids_a | ids_b) == 40
+
+
+async def test_quotas_are_set_audited_and_read_back_exactly(db: Database) -> None:
+    from budget.records import Quota
+
+    assert await db.get_quota("telegram:1") is None
+    first = Quota("telegram:1", daily_usd=Decimal("0.5"), monthly_usd=None, daily_tokens=None, monthly_tokens=90_000)
+    assert await db.set_quota(first, "telegram:99", T0) is None
+    assert await db.get_quota("telegram:1") == Quota("telegram:1", Decimal("0.500000000"), None, None, 90_000)
+    second = Quota("telegram:1", monthly_usd=Decimal("12.000000001"))
+    old = await db.set_quota(second, "api", T0 + timedelta(seconds=1))
+    assert old == Quota("telegram:1", Decimal("0.500000000"), None, None, 90_000)
+    assert (await db.get_quota("telegram:1")) == Quota("telegram:1", None, Decimal("12.000000001"), None, None)
+    entries = await db.audit_entries(T0 - timedelta(days=1))
+    assert [(e.actor, e.action, e.target) for e in entries] == [
+        ("api", "quota.set", "telegram:1"), ("telegram:99", "quota.set", "telegram:1")]  # fmt: skip
+    assert Decimal(entries[0].details["after"]["monthly_usd"]) == Decimal("12.000000001")
+    assert Decimal(entries[0].details["before"]["daily_usd"]) == Decimal("0.5")
+    await db.audit("telegram:5", "command.refused", None, {"command": "/stats"}, T0 + timedelta(seconds=2))
+    assert (await db.audit_entries(T0 - timedelta(days=1)))[0].details == {"command": "/stats"}
+
+
+async def test_alerts_fire_once_per_rule_subject_period_and_level(db: Database) -> None:
+    from budget.records import StoredAlert
+
+    a = StoredAlert("daily_cost", "bot", "2026-11-10", "warning", "Daily cost $5.01 is over $5.00", T0)
+    assert await db.add_alert(a) is True
+    assert await db.add_alert(a) is False
+    assert await db.add_alert(StoredAlert("daily_cost", "bot", "2026-11-10", "critical", "x", T0)) is True
+    assert await db.add_alert(StoredAlert("daily_cost", "bot", "2026-11-11", "warning", "y", T0 + timedelta(days=1)))
+    got = await db.alerts(T0 - timedelta(days=1))
+    assert [(x.period_key, x.level) for x in got] == [
+        ("2026-11-11", "warning"), ("2026-11-10", "critical"), ("2026-11-10", "warning")]  # fmt: skip
+    assert got[-1].message == "Daily cost $5.01 is over $5.00"
+
+
+async def test_known_users_and_retention(db: Database) -> None:
+    assert not await db.known_user("console:a")
+    await db.record([row("old", "1", at=T0 - timedelta(days=100)), row("new", "2")])
+    await db.add_turns("console:a", [("user", "old", 1, 3)], T0 - timedelta(days=100))
+    await db.add_turns("console:a", [("user", "new", 1, 3)], T0)
+    assert await db.known_user("console:a")
+    assert await db.purge_before(T0 - timedelta(days=90)) == (1, 1)
+    assert [r.request_id for r in await db.requests(T0 - timedelta(days=200), T0 + timedelta(days=1))] == ["new"]
