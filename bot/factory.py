@@ -144,7 +144,7 @@ def build(
         db=db,
         recorder=recorder,
         hot=hot,
-        budget=Budget(hot, recorder, calendar, limits, ttl),
+        budget=Budget(hot, recorder, calendar, limits, ttl, quotas=db),
         limiter=RateLimiter(hot, settings.rate_limit_per_minute),
         cache=AnswerCache(hot, settings.cache_ttl, settings.max_cache_size),
         counter=counter,

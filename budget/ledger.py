@@ -15,7 +15,7 @@ from typing import Protocol
 
 from budget.money import to_nano
 from budget.periods import Calendar, Period, Window
-from budget.records import Spend
+from budget.records import Quota, Spend
 from budget.rules import Meter, Scope, Unit
 from budget.stores import Hold, HotStore
 
@@ -40,6 +40,33 @@ class Reservation:
     keys: tuple[tuple[str, Unit], ...]
 
 
+PlanRow = tuple[Scope, Unit, Window, str, int | None]
+NO_OVERRIDE = -1  # a quota key's value when the user has no quota of that kind
+QUOTA_TTL_S = 40 * 86_400  # reloaded from the database after that, or after a Redis restart
+
+
+class QuotaSource(Protocol):
+    async def get_quota(self, user_key: str) -> Quota | None: ...
+
+
+def quota_keys(user: str) -> list[str]:
+    """Daily and monthly USD (nano-dollars) and token quotas of a user, in the user's hash slot."""
+    return [f"pb:{{{user}}}:quota:{unit}:{period}" for unit in ("usd", "tokens") for period in ("day", "month")]
+
+
+def quota_values(quota: Quota | None) -> tuple[int, int, int, int]:
+    if quota is None:
+        return (NO_OVERRIDE,) * 4
+
+    def usd(v: Decimal | None) -> int:
+        return NO_OVERRIDE if v is None else to_nano(v)
+
+    def tok(v: int | None) -> int:
+        return NO_OVERRIDE if v is None else v
+
+    return usd(quota.daily_usd), usd(quota.monthly_usd), tok(quota.daily_tokens), tok(quota.monthly_tokens)
+
+
 def counter_key(scope_id: str, unit: Unit, window: Window) -> str:
     # One hash tag per user keeps a user's keys in one Redis Cluster slot.
     return f"pb:{{{scope_id}}}:{unit.value}:{window.period.value}:{window.key}"
@@ -59,15 +86,24 @@ class Budget:
     """Meters, reservations and settlement over a hot store, seeded from the ledger."""
 
     def __init__(
-        self, hot: HotStore, ledger: Ledger, calendar: Calendar, limits: Limits, reservation_ttl_s: int
+        self,
+        hot: HotStore,
+        ledger: Ledger,
+        calendar: Calendar,
+        limits: Limits,
+        reservation_ttl_s: int,
+        quotas: QuotaSource | None = None,
     ) -> None:
         self.hot = hot
         self.ledger = ledger
         self.calendar = calendar
         self.limits = limits
         self.reservation_ttl_s = reservation_ttl_s
+        self.quotas = quotas
 
-    def _plan(self, user: str, now: datetime, exempt: bool) -> list[tuple[Scope, Unit, Window, str, int | None]]:
+    def _plan(self, user: str, now: datetime, exempt: bool, quota: Sequence[int | None]) -> list[PlanRow]:
+        """Every counter that applies, with its limit: a user's quota (where set) over the
+        configured one. Token counters are kept for everyone, so a token quota can start any time."""
         lim = self.limits
         day = self.calendar.window(Period.DAY, now)
         month = self.calendar.window(Period.MONTH, now)
@@ -75,15 +111,17 @@ class Budget:
         def nano(v: Decimal | None) -> int | None:
             return None if v is None else to_nano(v)
 
-        user_limits: list[tuple[Unit, Window, int | None]] = [
-            (Unit.USD, day, nano(lim.user_daily_usd)),
-            (Unit.USD, month, nano(lim.user_monthly_usd)),
-        ]
-        if lim.user_daily_tokens is not None or lim.user_monthly_tokens is not None:
-            user_limits += [(Unit.TOKENS, day, lim.user_daily_tokens), (Unit.TOKENS, month, lim.user_monthly_tokens)]
+        defaults = (
+            nano(lim.user_daily_usd),
+            nano(lim.user_monthly_usd),
+            lim.user_daily_tokens,
+            lim.user_monthly_tokens,
+        )
+        limits = [d if q is None or q == NO_OVERRIDE else q for d, q in zip(defaults, quota, strict=True)]
+        shapes = ((Unit.USD, day), (Unit.USD, month), (Unit.TOKENS, day), (Unit.TOKENS, month))
         plan = [
             (Scope.USER, unit, w, counter_key(user, unit, w), None if exempt else limit)
-            for unit, w, limit in user_limits
+            for (unit, w), limit in zip(shapes, limits, strict=True)
         ]
         plan += [
             (Scope.GLOBAL, Unit.USD, w, counter_key(GLOBAL, Unit.USD, w), nano(limit))
@@ -102,17 +140,37 @@ class Budget:
             raise BudgetUnavailable(f"budget stores unreachable: {type(error).__name__}") from error
 
     async def _meters(self, user: str, now: datetime, exempt: bool) -> list[Meter]:
-        plan = self._plan(user, now, exempt)
-        values = await self.hot.get_counters([p[3] for p in plan])
-        if any(v is None for v in values):
-            await self._seed([p for p, v in zip(plan, values, strict=True) if v is None], user)
-            values = await self.hot.get_counters([p[3] for p in plan])
+        # One read for the counters and the user's quota, which lives beside them in the hot store.
+        keys = [p[3] for p in self._plan(user, now, exempt, [None] * 4)]
+        qkeys = quota_keys(user)
+        values = await self.hot.get_counters(keys + qkeys)
+        counters, quota = values[: len(keys)], values[len(keys) :]
+        if any(q is None for q in quota):
+            quota = await self._load_quota(user)
+        plan = self._plan(user, now, exempt, quota)
+        if any(v is None for v in counters):
+            await self._seed([p for p, v in zip(plan, counters, strict=True) if v is None], user)
+            counters = await self.hot.get_counters(keys)
         return [
             Meter(scope, w.period, unit, key, limit, v or 0, w)
-            for (scope, unit, w, key, limit), v in zip(plan, values, strict=True)
+            for (scope, unit, w, key, limit), v in zip(plan, counters, strict=True)
         ]
 
-    async def _seed(self, missing: Sequence[tuple[Scope, Unit, Window, str, int | None]], user: str) -> None:
+    async def _load_quota(self, user: str) -> list[int | None]:
+        """A user's quota from the database, into the hot store (once per user, or after a restart)."""
+        quota = await self.quotas.get_quota(user) if self.quotas is not None else None
+        values = quota_values(quota)
+        for key, value in zip(quota_keys(user), values, strict=True):
+            await self.hot.seed_counter(key, value, QUOTA_TTL_S)  # a concurrent admin change wins
+        return list(values)
+
+    async def apply_quota(self, quota: Quota) -> None:
+        """Make a changed quota count at once, on every process sharing the hot store."""
+        await self.hot.set_counters(
+            dict(zip(quota_keys(quota.user_key), quota_values(quota), strict=True)), QUOTA_TTL_S
+        )
+
+    async def _seed(self, missing: Sequence[PlanRow], user: str) -> None:
         for scope, unit, window, key, _ in missing:
             spend = await self.ledger.spend(user if scope is Scope.USER else None, window.start, window.end)
             value = spend.nanos if unit is Unit.USD else spend.tokens

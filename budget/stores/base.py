@@ -31,6 +31,10 @@ class HotStore(Protocol):
         """Set a counter from the ledger unless it already exists."""
         ...
 
+    async def set_counters(self, values: Mapping[str, int], ttl_s: int) -> None:
+        """Overwrite counters (settings kept beside the counters, such as a user's quota)."""
+        ...
+
     async def reserve(self, reservation_id: str, holds: Sequence[Hold], ttl_s: int, now: float) -> str | None:
         """Apply every hold or none, in one atomic step. None on success, else the refusing key."""
         ...

@@ -392,6 +392,16 @@ class FailoverHotStore:
 
         await self._run(on)
 
+    async def set_counters(self, values: Mapping[str, int], ttl_s: int) -> None:
+        async def on(i: int) -> None:
+            if i == 1:
+                self._written.update(values)
+            await self.stores[i].set_counters({self._k(i, k): v for k, v in values.items()}, ttl_s)
+            for key in values:
+                self._seeded(i, key)
+
+        await self._run(on)
+
     async def reserve(self, reservation_id: str, holds: Sequence[Hold], ttl_s: int, now: float) -> str | None:
         async def on(i: int) -> str | None:
             if i == 1:

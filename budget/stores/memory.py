@@ -31,6 +31,9 @@ class MemoryHotStore:
     async def seed_counter(self, key: str, value: int, ttl_s: int) -> None:
         self._counters.setdefault(key, value)
 
+    async def set_counters(self, values: Mapping[str, int], ttl_s: int) -> None:
+        self._counters.update(values)
+
     async def reserve(self, reservation_id: str, holds: Sequence[Hold], ttl_s: int, now: float) -> str | None:
         self._expire_reservations(now)
         if reservation_id in self._reservations:

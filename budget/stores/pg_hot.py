@@ -181,6 +181,14 @@ class PostgresHotStore:
             key, _whole(value), _ttl(ttl_s),
         )  # fmt: skip
 
+    async def set_counters(self, values: Mapping[str, int], ttl_s: int) -> None:
+        pool = await self._conn_pool()
+        await pool.executemany(
+            f"insert into {self._counters} (key, value, expires_at) values ($1, $2, now() + make_interval(secs => $3))"
+            " on conflict (key) do update set value = excluded.value, expires_at = excluded.expires_at",
+            [(key, _whole(value), _ttl(ttl_s)) for key, value in values.items()],
+        )
+
     async def reserve(self, reservation_id: str, holds: Sequence[Hold], ttl_s: int, now: float) -> str | None:
         for h in holds:
             _whole(h.amount)

@@ -123,6 +123,12 @@ class RedisHotStore:
     async def seed_counter(self, key: str, value: int, ttl_s: int) -> None:
         await self.redis.set(self._k(key), _whole(value), nx=True, ex=max(1, int(ttl_s)))
 
+    async def set_counters(self, values: Mapping[str, int], ttl_s: int) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for key, value in values.items():
+                pipe.set(self._k(key), _whole(value), ex=max(1, int(ttl_s)))
+            await pipe.execute()
+
     async def reserve(self, reservation_id: str, holds: Sequence[Hold], ttl_s: int, now: float) -> str | None:
         args: list[str | int] = [_score(now), _score(now + ttl_s), reservation_id, self._held_prefix]
         for h in holds:

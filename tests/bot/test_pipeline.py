@@ -268,3 +268,20 @@ async def test_no_budget_store_means_no_ai_call(make_bot: Any) -> None:
     assert turn.outcomes["budget"] == "unavailable"
     assert await rows(bot) == []
     assert (await bot.send("/help")).replies[0].startswith("I answer questions")  # commands still work
+
+
+async def test_a_users_quota_applies_at_once_and_survives_a_restart(make_bot: Any, tmp_path: Any) -> None:
+    from budget.records import Quota
+
+    url = f"sqlite:///{tmp_path}/pb.db"
+    bot: Bot = await make_bot(database_url=url, model_catalog=ONE_MODEL)
+    await spend_row(bot, "0.5")  # 5 % of the default $10
+    assert (await bot.send("Hello?")).answer is not None
+    quota = Quota("console:alice", monthly_usd=Decimal("0.5"))
+    await bot.deps.db.set_quota(quota, "console:admin", bot.clock.now)
+    await bot.deps.budget.apply_quota(quota)
+    assert (await bot.send("Hello again?")).outcomes["budget"] == "blocked user month"
+    restarted: Bot = await make_bot(database_url=url, model_catalog=ONE_MODEL)  # empty hot store: reloads it
+    assert (await restarted.send("Still there?")).outcomes["budget"] == "blocked user month"
+    other = await restarted.send("Hello?", user="bob")  # others keep the configured limits
+    assert other.answer is not None

@@ -207,3 +207,9 @@ async def test_postgres_counters_expire_by_their_ttl(pg_hot: PostgresHotStore) -
     assert await pg_hot.set_once("w", 60) is True
     assert await pg_hot.set_once("w", 60) is False
     assert await pg_hot.purge(now=0) == 0
+
+
+async def test_set_counters_overwrites(hot: HotStore) -> None:
+    await hot.seed_counter("q", 5, 60)
+    await hot.set_counters({"q": -1, "r": 7}, 3600)
+    assert await hot.get_counters(["q", "r"]) == [-1, 7]
