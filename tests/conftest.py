@@ -53,7 +53,8 @@ class Bot:
 
     async def send(self, text: str, user: str = "alice", channel: str = "console") -> Turn:
         self._n += 1
-        turn = await self.pipeline.handle(Inbound(channel, user, user, f"m{self._n}", text))
+        # Unique across Bot instances: two of them may share one database (a restart).
+        turn = await self.pipeline.handle(Inbound(channel, user, user, f"m{self._n}-{id(self):x}", text))
         await self.pipeline.done(turn)
         return turn
 
