@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     budget_timezone: str = "UTC"
     admin_user_ids: Annotated[frozenset[str], NoDecode] = frozenset()
     admins_exempt: bool = False
+    admin_api_token: SecretStr | None = None
 
     # Cache and rate limit
     cache_ttl: Annotated[int, Field(gt=0)] = 3600
