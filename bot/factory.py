@@ -19,7 +19,7 @@ from budget.outbox import DirectRecorder, OutboxRecorder, Recorder
 from budget.periods import Calendar
 from budget.pricing import Price, PriceBook
 from budget.ratelimit import RateLimiter
-from budget.rules import Thresholds
+from budget.rules import Ladder, Thresholds
 from budget.stores import open_database, open_hot_store, open_supabase
 from budget.tokens import TokenCounter
 from providers.base import ChatMessage, Provider
@@ -153,6 +153,7 @@ def build(
         texts=load_texts(settings.texts_file),
         calendar=calendar,
         thresholds=Thresholds(settings.warning_threshold, settings.critical_threshold),
+        ladder=Ladder(settings.degrade_cheaper_at, settings.degrade_shorter_at, settings.degrade_cache_only_at),
         policy=ContextPolicy(token_cap=settings.context_token_cap),
         system=counter.count(ChatMessage("system", settings.system_prompt)),
         persona=hashlib.sha256(settings.system_prompt.encode()).hexdigest()[:16],

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     global_daily_limit: Money | None = None
     warning_threshold: Annotated[Decimal, Field(gt=0, le=1)] = Decimal("0.8")
     critical_threshold: Annotated[Decimal, Field(gt=0, le=1)] = Decimal("0.95")
+    degrade_cheaper_at: Annotated[Decimal, Field(gt=0, le=1)] = Decimal("0.8")
+    degrade_shorter_at: Annotated[Decimal, Field(gt=0, le=1)] = Decimal("0.9")
+    degrade_cache_only_at: Annotated[Decimal, Field(gt=0, le=1)] = Decimal("0.95")
     budget_timezone: str = "UTC"
     admin_user_ids: Annotated[frozenset[str], NoDecode] = frozenset()
     admins_exempt: bool = False
@@ -100,6 +103,8 @@ class Settings(BaseSettings):
     def _order(self) -> Settings:
         if self.warning_threshold >= self.critical_threshold:
             raise ValueError("WARNING_THRESHOLD must be below CRITICAL_THRESHOLD")
+        if not self.degrade_cheaper_at <= self.degrade_shorter_at <= self.degrade_cache_only_at:
+            raise ValueError("DEGRADE_CHEAPER_AT <= DEGRADE_SHORTER_AT <= DEGRADE_CACHE_ONLY_AT must hold")
         if self.min_reply_tokens > self.max_reply_tokens:
             raise ValueError("MIN_REPLY_TOKENS must not exceed MAX_REPLY_TOKENS")
         if self.telegram_bot_token and not self.telegram_webhook_secret:

@@ -18,12 +18,13 @@ from budget.ledger import BudgetUnavailable
 from budget.money import ZERO
 from budget.queries import is_self_contained, normalize_query
 from budget.records import AIRequest, Conversation, Kind, Status
-from budget.rules import Level, Meter, Scope, gate
+from budget.rules import Level, Meter, Scope, Step, degradation, gate
 from budget.tokens import Counted
 from providers.base import ChatMessage, Usage
 from providers.catalog import Tier
 from providers.simulated import SUMMARY_MARKER
 
+SHORT_CONTEXT_TURNS = 4
 TIER_FOR = {Complexity.SIMPLE: Tier.CHEAP, Complexity.MEDIUM: Tier.STANDARD, Complexity.COMPLEX: Tier.PREMIUM}
 SUMMARY_PREFIX = "Summary of the earlier conversation:\n"
 SUMMARY_SYSTEM = (
@@ -91,8 +92,9 @@ async def rate_limit(turn: Turn, next: Next) -> Turn:
 
 
 async def budget_gate(turn: Turn, next: Next) -> Turn:
-    """Below the warning threshold go on; from it warn once a period and move to the cheap tier;
-    from the critical threshold answer with the block text and when it resets."""
+    """The user's budgets: below the warning threshold go on; from it warn once a period and move
+    to the cheap tier; from the critical threshold answer with the block text and when it resets.
+    The bot's own budget moves the degradation ladder instead (cheaper, shorter, cache only)."""
     d = turn.deps
     try:
         turn.meters = await d.budget.meters(turn.user, turn.now, exempt=exempt(turn))
@@ -102,48 +104,55 @@ async def budget_gate(turn: Turn, next: Next) -> Turn:
         turn.replies.append(d.texts.paused)
         turn.outcome("budget", "unavailable")
         return turn
-    decision = gate(turn.meters, d.thresholds)
-    turn.level = decision.level
-    meter = decision.meter
-    if meter is None or decision.level is Level.OK:
-        turn.outcome("budget", "ok")
-        return await next(turn)
-    assert meter.limit is not None
-    words = {"period": "daily" if meter.period.value == "day" else "monthly", "reset": reset_time(turn, meter)}
-    if decision.level is Level.BLOCK:
-        text = d.texts.blocked_user if meter.scope is Scope.USER else d.texts.blocked_global
-        turn.replies.append(text.format(**words))
-        turn.outcome("budget", f"blocked {meter.scope.value} {meter.period.value}")
-        return turn
-    if await d.hot.set_once(f"pb:{{{turn.user}}}:warned:{meter.key}", ttl_s=40 * 86_400):
-        text = d.texts.warn_user if meter.scope is Scope.USER else d.texts.warn_global
-        turn.notices.append(text.format(percent=int(100 * meter.used / meter.limit), **words))
-    turn.outcome("budget", f"warn {meter.scope.value} {meter.period.value}")
+    decision = gate([m for m in turn.meters if m.scope is Scope.USER], d.thresholds)
+    turn.level, meter = decision.level, decision.meter
+    turn.outcome("budget", "ok")
+    if meter is not None and meter.limit is not None and decision.level is not Level.OK:
+        words = {"period": period_word(meter), "reset": reset_time(turn, meter)}
+        if decision.level is Level.BLOCK:
+            turn.replies.append(d.texts.blocked_user.format(**words))
+            turn.outcome("budget", f"blocked user {meter.period.value}")
+            return turn
+        if await d.hot.set_once(f"pb:{{{turn.user}}}:warned:{meter.key}", ttl_s=40 * 86_400):
+            turn.notices.append(d.texts.warn_user.format(percent=int(100 * meter.used / meter.limit), **words))
+        turn.outcome("budget", f"warn user {meter.period.value}")
+    turn.step, bot_meter = degradation(turn.meters, d.ladder)
+    if bot_meter is not None and bot_meter.limit and turn.step >= Step.CHEAPER:
+        turn.outcome("ladder", turn.step.name.lower())
+        if await d.hot.set_once(f"pb:{{{turn.user}}}:warned:{bot_meter.key}", ttl_s=40 * 86_400):
+            words = {"period": period_word(bot_meter), "reset": reset_time(turn, bot_meter)}
+            percent = int(100 * bot_meter.used / bot_meter.limit)
+            turn.notices.append(d.texts.warn_global.format(percent=percent, **words))
     return await next(turn)
 
 
+def period_word(meter: Meter) -> str:
+    return "daily" if meter.period.value == "day" else "monthly"
+
+
 async def classify_message(turn: Turn, next: Next) -> Turn:
-    """Complexity picks the tier; a budget warning moves every message to the cheap tier."""
+    """Complexity picks the tier; a budget warning or the ladder's first step moves every message
+    to the cheap tier."""
     turn.complexity = classify(turn.inbound.text)
-    turn.tier = Tier.CHEAP if turn.level is Level.WARN else TIER_FOR[turn.complexity]
+    cheap = turn.level is Level.WARN or turn.step >= Step.CHEAPER
+    turn.tier = Tier.CHEAP if cheap else TIER_FOR[turn.complexity]
     return await next(turn)
 
 
 async def cache(turn: Turn, next: Next) -> Turn:
-    """Serve a self-contained question answered before; store answers made with no history."""
+    """Serve a self-contained question answered before; store answers made with no history. On
+    the ladder's last step the cache is all there is: a miss gets the cache-only text."""
     d = turn.deps
     turn.conversation = conv = await d.db.conversation(turn.user)
     starts = not conv.turns and conv.summary is None
-    if not (starts or is_self_contained(turn.inbound.text)):
-        turn.outcome("cache", "not self-contained")
-        return await next(turn)
-    assert turn.tier is not None
-    key = d.cache.key(normalize_query(turn.inbound.text), d.persona, turn.tier.value)
-    try:
-        hit = await d.cache.get(key, turn.now.timestamp())
-    except Exception as error:
-        d.log.warning("cache unreachable (%s): a miss", type(error).__name__)
-        hit = None
+    hit, key = None, None
+    if starts or is_self_contained(turn.inbound.text):
+        assert turn.tier is not None
+        key = d.cache.key(normalize_query(turn.inbound.text), d.persona, turn.tier.value)
+        try:
+            hit = await d.cache.get(key, turn.now.timestamp())
+        except Exception as error:
+            d.log.warning("cache unreachable (%s): a miss", type(error).__name__)
     if hit is not None:
         await _record_hit(turn, hit)
         turn.answer = hit.text
@@ -151,15 +160,29 @@ async def cache(turn: Turn, next: Next) -> Turn:
         turn.outcome("cache", "hit")
         await _remember(turn)
         return turn
-    turn.outcome("cache", "miss")
+    turn.outcome("cache", "miss" if key else "not self-contained")
+    if turn.step >= Step.CACHE_ONLY:
+        meter = next_bot_meter(turn)
+        turn.replies.append(d.texts.cache_only.format(period=period_word(meter), reset=reset_time(turn, meter)))
+        turn.outcome("answer", "cache only")
+        return turn
     turn = await next(turn)
-    if turn.answer is not None and turn.answered_by is not None and not turn.history_in_prompt:
+    if key and turn.answer is not None and turn.answered_by is not None and not turn.history_in_prompt:
         answer = CachedAnswer(turn.answer, turn.cost, turn.answered_by.provider, turn.answered_by.model)
+        # On the ladder's shorter step answers live four times longer: each hit is money kept.
+        ttl = d.cache.ttl_s * (4 if turn.step >= Step.SHORTER else 1)
         try:
-            await d.cache.put(key, answer, turn.now.timestamp())
+            await d.cache.put(key, answer, turn.now.timestamp(), ttl)
         except Exception as error:
             d.log.warning("cache unreachable (%s): answer not stored", type(error).__name__)
     return turn
+
+
+def next_bot_meter(turn: Turn) -> Meter:
+    """The bot's fullest dollar meter (the one that set the ladder's step)."""
+    _, meter = degradation(turn.meters, turn.deps.ladder)
+    assert meter is not None
+    return meter
 
 
 async def _record_hit(turn: Turn, hit: CachedAnswer) -> None:
@@ -204,9 +227,12 @@ async def context(turn: Turn, next: Next) -> Turn:
         conv.summary.tokens + overhead if conv.summary else 0,
         d.policy,
     )
+    short = turn.step >= Step.SHORTER
+    if short:
+        n = max(n, len(conv.turns) - SHORT_CONTEXT_TURNS)  # the ladder's shorter step: the last 4 turns
     seen = f"{len(conv.turns)} turns{', summary' if conv.summary else ''}"
     if n:
-        conv = await _fold(turn, conv, n)
+        conv = await _fold(turn, conv, n, free=short)
     history = ([conv.summary] if conv.summary else []) + conv.turns
     turn.prompt = (
         [d.system]
@@ -245,16 +271,17 @@ async def _remember(turn: Turn) -> None:
         d.log.error("conversation not stored (%s): the exchange is left out of the history", type(error).__name__)
 
 
-async def _fold(turn: Turn, conv: Conversation, n: int) -> Conversation:
+async def _fold(turn: Turn, conv: Conversation, n: int, *, free: bool = False) -> Conversation:
     """Fold the oldest n turns into the summary, by the cheapest model; if none can be paid
-    for or none answers, by an extractive summary, so no turn is ever dropped (invariant 9)."""
+    for or none answers (or ``free``: the bot's budget is low), by an extractive summary, so no
+    turn is ever dropped (invariant 9)."""
     d = turn.deps
     old = conv.turns[:n]
     previous = conv.summary.content.removeprefix(SUMMARY_PREFIX) if conv.summary else None
     transcript = "\n".join(f"{'User' if t.role == 'user' else 'Assistant'}: {t.content}" for t in old)
     source = (f"Earlier summary:\n{previous}\n\n" if previous else "") + transcript
     prompt = [d.counter.count(ChatMessage("system", SUMMARY_SYSTEM)), d.counter.count(ChatMessage("user", source))]
-    chain = d.router.chain(Tier.CHEAP, turn.now.timestamp())
+    chain = [] if free else d.router.chain(Tier.CHEAP, turn.now.timestamp())
     try:
         outcome = await call_chain(turn, chain, prompt, Kind.SUMMARY, d.policy.summary_tokens)
     except BudgetUnavailable:

@@ -35,12 +35,14 @@ class Texts:
         "You've reached your {period} budget, so I can't answer with AI right now. It resets on {reset}."
     )
     blocked_global: str = "The bot has reached its {period} budget, so AI replies are paused. They resume on {reset}."
+    cache_only: str = (
+        "The bot has reached its {period} budget, so I can only answer questions I've answered before. "
+        "AI replies resume on {reset}."
+    )
     over_budget: str = (
         "That would cost more than what is left of your budget. It resets on {reset}; /usage shows the details."
     )
-    paused: str = (
-        "AI replies are paused for a moment: I can't check the budget right now. Please try again soon."
-    )
+    paused: str = "AI replies are paused for a moment: I can't check the budget right now. Please try again soon."
     providers_down: str = "Sorry, no AI provider could answer just now. Please try again in a minute."
     too_long: str = "That message is too long for me ({tokens} tokens; the most is {limit}). Please shorten it."
     empty: str = "I didn't catch any text there."

@@ -20,7 +20,7 @@ from budget.periods import Calendar
 from budget.pricing import PriceBook
 from budget.ratelimit import RateLimiter
 from budget.records import Conversation
-from budget.rules import Level, Meter, Thresholds
+from budget.rules import Ladder, Level, Meter, Step, Thresholds
 from budget.stores import Database, HotStore
 from budget.tokens import Counted, TokenCounter
 from providers.catalog import ModelSpec, Tier
@@ -60,6 +60,7 @@ class Deps:
     texts: Texts
     calendar: Calendar
     thresholds: Thresholds
+    ladder: Ladder
     policy: ContextPolicy
     system: Counted  # the system prompt, counted once
     persona: str  # a digest of the system prompt, part of every cache key
@@ -82,6 +83,7 @@ class Turn:
     outcomes: dict[str, str] = field(default_factory=dict)
     meters: list[Meter] = field(default_factory=list)
     level: Level = Level.OK
+    step: Step = Step.NORMAL  # the degradation ladder on the bot's own budget
     complexity: Complexity | None = None
     tier: Tier | None = None
     conversation: Conversation | None = None

@@ -110,3 +110,41 @@ def output_cap(
     if affordable is not None:
         cap = min(cap, affordable)
     return max(cap, 0)
+
+
+class Step(IntEnum):
+    """The degradation ladder on the bot's own budget: each step keeps the ones below it."""
+
+    NORMAL = 0
+    CHEAPER = 1  # cheaper models
+    SHORTER = 2  # the last 4 turns only (older ones folded for free) and a 4x longer cache lifetime
+    CACHE_ONLY = 3  # AI off: answers from the cache only
+
+
+@dataclass(frozen=True, slots=True)
+class Ladder:
+    cheaper_at: Decimal = Decimal("0.8")
+    shorter_at: Decimal = Decimal("0.9")
+    cache_only_at: Decimal = Decimal("0.95")
+
+
+def degradation(meters: Sequence[Meter], ladder: Ladder) -> tuple[Step, Meter | None]:
+    """The step the bot's budget is on, from the fullest of its limited dollar meters, and that
+    meter. It lifts by itself when a period resets or a limit is raised: nothing is stored."""
+    step, worst, worst_ratio = Step.NORMAL, None, Decimal(-1)
+    for m in meters:
+        if m.scope is not Scope.GLOBAL or m.unit is not Unit.USD or m.limit is None:
+            continue
+        ratio = Decimal(m.used) / m.limit if m.limit > 0 else Decimal(1)
+        if ratio > worst_ratio:
+            worst, worst_ratio = m, ratio
+    if worst is None:
+        return step, None
+    for at, s in (
+        (ladder.cache_only_at, Step.CACHE_ONLY),
+        (ladder.shorter_at, Step.SHORTER),
+        (ladder.cheaper_at, Step.CHEAPER),
+    ):
+        if worst_ratio >= at:
+            return s, worst
+    return Step.NORMAL, worst

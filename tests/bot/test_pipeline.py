@@ -285,3 +285,53 @@ async def test_a_users_quota_applies_at_once_and_survives_a_restart(make_bot: An
     assert (await restarted.send("Still there?")).outcomes["budget"] == "blocked user month"
     other = await restarted.send("Hello?", user="bob")  # others keep the configured limits
     assert other.answer is not None
+
+
+async def bot_spent(bot: Bot, cost: str, user: str) -> None:
+    """Spend by another process: on the ledger and on the bot's counter that is already live."""
+    from budget.ledger import GLOBAL, counter_key
+    from budget.periods import Calendar
+
+    await spend_row(bot, cost, user)
+    month = Calendar().window(Period.MONTH, bot.clock.now)
+    await bot.deps.hot.incr(counter_key(GLOBAL, Unit.USD, month), to_nano(Decimal(cost)))
+
+
+async def test_the_ladder_on_the_bots_budget_step_by_step(make_bot: Any) -> None:
+    bot: Bot = await make_bot(global_monthly_limit=Decimal(1), user_monthly_limit=Decimal(10))
+    # Normal: a complex question gets the premium tier; its answer is cached (a fresh conversation).
+    normal = await bot.send("Explain in detail why the sky is blue, and compare it with sunsets step by step.")
+    assert (normal.step, normal.tier) == (0, "premium")
+    await bot_spent(bot, "0.80", "console:zed")  # the bot at 80 %
+    cheaper = await bot.send(
+        "Explain in detail why leaves turn red, and compare maples and oaks step by step.", user="b"
+    )
+    assert (cheaper.step, cheaper.tier, cheaper.outcomes["ladder"]) == (1, "cheap", "cheaper")
+    assert cheaper.replies[0].startswith("Heads-up: the bot has used 80% of its monthly budget")
+    await bot_spent(bot, "0.10", "console:yan")  # 90 %: the last 4 turns, free folding, 4x cache life
+    for i in range(4):
+        await bot.send(f"Tell me fact number {i} about whales.", user="c")
+    short = await bot.send("And one more fact about whales?", user="c")
+    assert short.step == 2 and short.outcomes["context"] == "6 turns, summary, folded 2"  # 4 kept each time
+    assert [c.message.role for c in short.prompt] == [
+        "system",
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+    ]
+    assert not [r for r in await rows(bot, "console:c") if r.kind is Kind.SUMMARY]  # folded without an AI call
+    await bot_spent(bot, "0.05", "console:xia")  # 95 %: AI off, the cache only
+    hit = await bot.send("Explain in detail why leaves turn red, and compare maples and oaks step by step.", user="d")
+    assert hit.outcomes["cache"] == "hit" and hit.step == 3
+    miss = await bot.send("What is the tallest mountain?", user="d")
+    assert miss.outcomes["answer"] == "cache only"
+    assert miss.replies == [
+        "The bot has reached its monthly budget, so I can only answer questions I've answered before. "
+        "AI replies resume on 2026-12-01 00:00 UTC."
+    ]
+    assert (await bot.send("/usage", user="d")).replies[0].startswith("Today:")  # commands still work
+    bot.clock.advance(days=30)  # 2026-12-10: a new month lifts the ladder
+    assert (await bot.send("What is the tallest mountain?", user="d")).answer is not None

@@ -74,3 +74,21 @@ def test_output_cap_clamps_to_tokens_and_dollars() -> None:
 @given(st.integers(0, 10**12), st.integers(1, 10**12))
 def test_level_is_monotonic_in_spend(used: int, limit: int) -> None:
     assert level_of(used, limit, T) <= level_of(used + 1, limit, T)
+
+
+def test_the_degradation_ladder_step_by_step() -> None:
+    from budget.rules import Ladder, Step, degradation
+
+    ladder = Ladder()
+
+    def at(used: int, limit: int | None = 1_000) -> Step:
+        return degradation([meter(used, limit, Scope.GLOBAL), meter(999, 1000)], ladder)[0]
+
+    assert [at(u) for u in (0, 799, 800, 899, 900, 949, 950, 2000)] == [
+        Step.NORMAL, Step.NORMAL, Step.CHEAPER, Step.CHEAPER, Step.SHORTER, Step.SHORTER, Step.CACHE_ONLY,
+        Step.CACHE_ONLY,
+    ]  # fmt: skip
+    assert at(5, None) is Step.NORMAL  # no bot budget: no ladder
+    assert at(950, 2000) is Step.NORMAL  # a raised budget lifts it
+    # the user's own meters never move the bot's ladder
+    assert degradation([meter(999, 1000)], ladder) == (Step.NORMAL, None)
