@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from bot import admin
 from bot.calls import exempt
 from bot.turn import Turn
 from budget.money import fmt_usd, from_nano
@@ -12,8 +13,18 @@ from budget.rules import Meter, Scope, Unit
 
 
 async def run(turn: Turn) -> str:
-    """The reply to a command; unknown ones get a pointer to /help."""
-    name = turn.inbound.text.split()[0].split("@", 1)[0].lower()
+    """The reply to a command; unknown ones get a pointer to /help. Admin power is checked on
+    every call, and a refusal is audited (DESIGN invariant 7)."""
+    words = turn.inbound.text.split()
+    name = words[0].split("@", 1)[0].lower()
+    if name in admin.ADMIN:
+        if not turn.is_admin:
+            await turn.deps.db.audit(turn.user, "command.refused", None, {"command": name}, turn.deps.clock())
+            return turn.deps.texts.not_allowed.format(command=name)
+        try:
+            return await admin.ADMIN[name](turn, words[1:])
+        except admin.Usage as usage:
+            return str(usage)
     handler = COMMANDS.get(name)
     if handler is None:
         return turn.deps.texts.unknown_command.format(command=name)
@@ -25,7 +36,7 @@ async def start(turn: Turn) -> str:
 
 
 async def help_(turn: Turn) -> str:
-    return turn.deps.texts.help
+    return turn.deps.texts.help + (f"\n{admin.HELP}" if turn.is_admin else "")
 
 
 async def reset(turn: Turn) -> str:
