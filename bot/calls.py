@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from bot.turn import Turn
 from budget.ledger import Reservation
@@ -146,6 +147,16 @@ async def _record(
     *,
     error: str | None = None,
 ) -> None:
+    await record_attempt(
+        turn, kind=kind, provider=spec.provider, model=spec.model, status=status, usage=usage, cost=cost,
+        latency_ms=int((time.perf_counter() - started) * 1000), tier=spec.tier.value, error=error,
+        reason=turn.outcomes.get("choose"),
+    )  # fmt: skip
+
+
+async def record_attempt(turn: Turn, **fields: Any) -> None:
+    """One ai_request row for this turn's message (DESIGN invariant 3); ``fields`` are the
+    attempt's own (provider, model, status, usage, cost...)."""
     await turn.deps.recorder.record(
         [
             AIRequest(
@@ -154,17 +165,8 @@ async def _record(
                 user_key=turn.user,
                 channel=turn.inbound.channel,
                 message_id=turn.inbound.message_id,
-                kind=kind,
-                provider=spec.provider,
-                model=spec.model,
-                status=status,
-                usage=usage,
-                cost=cost,
-                latency_ms=int((time.perf_counter() - started) * 1000),
-                tier=spec.tier.value,
                 complexity=turn.complexity.value if turn.complexity else None,
-                error=error,
-                reason=turn.outcomes.get("choose"),
+                **fields,
             )
         ]
     )

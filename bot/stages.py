@@ -6,10 +6,8 @@ cache hit) and does follow-up work after ``await next(turn)`` (cache store, conv
 
 from __future__ import annotations
 
-import uuid
-
 from bot import commands
-from bot.calls import Outcome, call_chain, exempt
+from bot.calls import Outcome, call_chain, exempt, record_attempt
 from bot.turn import Inbound, Next, Turn
 from budget.cache import CachedAnswer
 from budget.complexity import Complexity, classify
@@ -17,7 +15,7 @@ from budget.context import extractive_summary, turns_to_fold
 from budget.ledger import BudgetUnavailable
 from budget.money import ZERO
 from budget.queries import is_self_contained, normalize_query
-from budget.records import AIRequest, Conversation, Kind, Status
+from budget.records import Conversation, Kind, Status
 from budget.rules import Level, Meter, Scope, Step, degradation, gate
 from budget.tokens import Counted
 from providers.base import ChatMessage, Usage
@@ -186,26 +184,10 @@ def next_bot_meter(turn: Turn) -> Meter:
 
 
 async def _record_hit(turn: Turn, hit: CachedAnswer) -> None:
-    await turn.deps.recorder.record(
-        [
-            AIRequest(
-                request_id=uuid.uuid4().hex,
-                created_at=turn.now,
-                user_key=turn.user,
-                channel=turn.inbound.channel,
-                message_id=turn.inbound.message_id,
-                kind=Kind.ANSWER,
-                provider=hit.provider,
-                model=hit.model,
-                status=Status.CACHED,
-                usage=Usage(),
-                saved=hit.cost,
-                tier=turn.tier.value if turn.tier else None,
-                complexity=turn.complexity.value if turn.complexity else None,
-                reason="cache hit",
-            )
-        ]
-    )
+    await record_attempt(
+        turn, kind=Kind.ANSWER, provider=hit.provider, model=hit.model, status=Status.CACHED, usage=Usage(),
+        saved=hit.cost, tier=turn.tier.value if turn.tier else None, reason="cache hit",
+    )  # fmt: skip
 
 
 async def context(turn: Turn, next: Next) -> Turn:

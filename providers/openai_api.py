@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import cast
 
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 from openai.types.completion_usage import CompletionUsage
 
+from providers._errors import provider_error
 from providers.base import (
     ChatMessage,
     CompletionRequest,
@@ -92,42 +92,7 @@ class OpenAIProvider:
         return cast(ChatCompletionMessageParam, param)
 
     def _error(self, exc: openai.APIError, model: str) -> ProviderError:
-        kind, retry_after = FailureKind.SERVER, None
-        if isinstance(exc, openai.APITimeoutError):
-            kind = FailureKind.TIMEOUT
-        elif isinstance(exc, openai.APIConnectionError):
-            kind = FailureKind.CONNECTION
-        elif isinstance(exc, openai.APIStatusError):
-            kind = _failure_kind(exc.status_code)
-            retry_after = _retry_after_s(exc.response.headers)
-        # A server or proxy may echo the key in its error text; never pass it on.
-        message = exc.message
-        if self._api_key:
-            message = message.replace(self._api_key, "[redacted]")
-        message = message[:500]
-        return ProviderError(kind, message, provider=self.name, model=model, retry_after=retry_after)
-
-
-def _failure_kind(status: int) -> FailureKind:
-    if status == 429:
-        return FailureKind.RATE_LIMITED
-    if status in (401, 403):
-        return FailureKind.AUTH
-    if status == 408:
-        return FailureKind.TIMEOUT
-    if status >= 500:
-        return FailureKind.SERVER
-    return FailureKind.BAD_REQUEST
-
-
-def _retry_after_s(headers: Mapping[str, str]) -> float | None:
-    # Numeric forms only, milliseconds first, as the SDK reads them; an HTTP date gives None.
-    for header, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        try:
-            return max(0.0, float(headers[header]) * scale)
-        except (KeyError, ValueError):
-            continue
-    return None
+        return provider_error(openai, exc, api_key=self._api_key, provider=self.name, model=model)
 
 
 def _usage(usage: CompletionUsage | None) -> Usage:
