@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bot.api import cost_router
 from bot.channels import telegram as tg
 from bot.channels import whatsapp as wa
 from bot.dispatch import Dispatcher
@@ -176,6 +177,7 @@ def create_app(settings: Settings, built: Built | None = None) -> FastAPI:
 
     app = FastAPI(title="pennybot", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.runtime = runtime
+    app.include_router(cost_router(runtime))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
     @app.get("/healthz")
