@@ -26,6 +26,8 @@ def secrets_of(settings: Settings) -> list[str]:
         settings.telegram_bot_token, settings.telegram_webhook_secret, settings.twilio_auth_token,
         settings.openai_api_key, settings.anthropic_api_key, settings.supabase_service_role_key,
         settings.admin_api_token,
+        settings.smtp_password,
+        settings.alert_webhook_url,
     ):  # fmt: skip
         if value is not None and value.get_secret_value():
             secret = value.get_secret_value()

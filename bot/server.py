@@ -25,6 +25,7 @@ from bot.channels import telegram as tg
 from bot.channels import whatsapp as wa
 from bot.dispatch import Dispatcher
 from bot.factory import Built, build, close
+from bot.jobs import Scheduler
 from bot.logs import protect, secrets_of
 from bot.pipeline import Pipeline
 from bot.settings import Settings
@@ -155,6 +156,8 @@ def create_app(settings: Settings, built: Built | None = None) -> FastAPI:
             _whatsapp_replier(settings, runtime)
         resumed = await runtime.dispatcher.resume()
         sweeper = asyncio.create_task(runtime.dispatcher.sweep(settings.inbox_sweep_s))
+        jobs = Scheduler.from_deps(built.deps, runtime.telegram.bot if runtime.telegram is not None else None)
+        jobs.start()
         log.warning(
             "pennybot serving: channels %s; provider %s; %d unfinished messages resumed",
             ", ".join(runtime.channels) or "none (set TELEGRAM_BOT_TOKEN or TWILIO_* to turn one on)",
@@ -165,6 +168,7 @@ def create_app(settings: Settings, built: Built | None = None) -> FastAPI:
             yield
         finally:
             sweeper.cancel()
+            await jobs.shutdown(settings.shutdown_grace_s)
             left = await runtime.dispatcher.drain(settings.shutdown_grace_s)
             if left:
                 log.warning("%d messages still running at shutdown; they finish after the restart", left)

@@ -67,6 +67,21 @@ class Settings(BaseSettings):
     context_token_cap: Annotated[int, Field(ge=1000)] = 8000
     texts_file: Path | None = None
 
+    # Alerts, daily report, retention (bot/jobs.py)
+    alert_daily_cost_threshold: Money = Decimal(5)
+    alert_monthly_cost_threshold: Money = Decimal(100)
+    retention_days: Annotated[int, Field(ge=38)] = 90
+    alert_every_minutes: Annotated[float, Field(gt=0)] = 5
+    daily_report_hour: Annotated[int, Field(ge=0, le=23)] = 8
+    alert_webhook_url: SecretStr | None = None
+    smtp_host: str | None = None
+    smtp_port: Annotated[int, Field(gt=0, lt=65536)] = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str | None = None
+    smtp_starttls: bool | None = None
+    alert_email_to: Annotated[tuple[str, ...], NoDecode] = ()
+
     # Server and channels
     public_base_url: str | None = None
     max_body_bytes: Annotated[int, Field(gt=0)] = 1_000_000
@@ -90,6 +105,13 @@ class Settings(BaseSettings):
             return frozenset(v.strip() for v in value.split(",") if v.strip())
         return value
 
+    @field_validator("alert_email_to", mode="before")
+    @classmethod
+    def _split_emails(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
     @field_validator("budget_timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
@@ -111,6 +133,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 "TELEGRAM_WEBHOOK_SECRET must be set with TELEGRAM_BOT_TOKEN (webhooks are refused without it)"
             )
+        if self.smtp_host and self.alert_email_to and not self.smtp_from:
+            raise ValueError("SMTP_FROM must be set to send alerts by email")
+        if bool(self.smtp_username) != bool(self.smtp_password):
+            raise ValueError("SMTP_USERNAME and SMTP_PASSWORD go together")
         if bool(self.supabase_url) != bool(self.supabase_service_role_key):
             raise ValueError("SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY go together")
         if self.whatsapp_on and not self.public_base_url:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from bot import commands
 from bot.calls import Outcome, call_chain, exempt, record_attempt
+from bot.jobs import count_rate_limited
 from bot.turn import Inbound, Next, Turn
 from budget.cache import CachedAnswer
 from budget.complexity import Complexity, classify
@@ -83,6 +84,7 @@ async def rate_limit(turn: Turn, next: Next) -> Turn:
         turn.deps.log.warning("rate limiter unreachable (%s); message let through", type(error).__name__)
         wait = 0
     if wait:
+        await count_rate_limited(turn.deps.hot, turn.now, turn.deps.calendar.tz)  # feeds the rate_limited alert
         turn.replies.append(turn.deps.texts.rate_limited.format(seconds=wait))
         turn.outcome("rate_limit", f"wait {wait}s")
         return turn
