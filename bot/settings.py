@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     smtp_starttls: bool | None = None
     alert_email_to: Annotated[tuple[str, ...], NoDecode] = ()
 
+    # The whole bill and logs
+    infra_monthly_cost: Money = Decimal(0)
+    cpu_core_hour_price: Money = Decimal(0)
+    memory_gb_hour_price: Money = Decimal(0)
+    log_format: Literal["auto", "json", "text"] = "auto"
+    log_message_text: bool = False
+
     # Server and channels
     public_base_url: str | None = None
     max_body_bytes: Annotated[int, Field(gt=0)] = 1_000_000
