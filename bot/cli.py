@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from bot.logs import protect, secrets_of
+from bot.logs import configure, protect, secrets_of
 from bot.settings import Settings, describe_errors, load_settings
 from budget.money import fmt_usd
 from budget.pricing import UnknownModelPrice
@@ -35,14 +35,6 @@ def _settings(env_file: Path) -> Settings:
         raise typer.Exit(2) from None
     protect(secrets_of(settings))  # before anything can log
     return settings
-
-
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
 
 
 def _banner(settings: Settings, simulated: bool, user: str) -> str:
@@ -71,8 +63,8 @@ def chat(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each message's stages.")] = False,
 ) -> None:
     """Chat with the bot in the terminal through the full pipeline."""
-    _logging(verbose)
     settings = _settings(env_file)
+    configure(settings, logging.INFO if verbose else logging.WARNING)
     asyncio.run(_chat(settings, user))
 
 
@@ -108,8 +100,8 @@ def serve(
 
     from bot.server import create_app
 
-    _logging(False)
     settings = _settings(env_file)
+    configure(settings, logging.INFO)
     try:
         application = create_app(settings)
     except (UnknownModelPrice, ValueError) as error:
@@ -129,8 +121,8 @@ def migrate(env_file: EnvFile = Path(".env")) -> None:
     """Apply the schema to DATABASE_URL (idempotent; records what it applied)."""
     from budget.stores import open_database
 
-    _logging(False)
     settings = _settings(env_file)
+    configure(settings, logging.INFO)
 
     async def go() -> None:
         db = open_database(settings.database_url)
@@ -169,7 +161,6 @@ def set_webhook(
     env_file: EnvFile = Path(".env"),
 ) -> None:
     """Register the Telegram webhook with the secret token and the updates the bot handles."""
-    _logging(False)
     settings, bot = _telegram_bot(env_file)
     secret = settings.telegram_webhook_secret.get_secret_value() if settings.telegram_webhook_secret else None
 
@@ -183,7 +174,6 @@ def set_webhook(
 @app.command("delete-webhook")
 def delete_webhook(env_file: EnvFile = Path(".env")) -> None:
     """Remove the Telegram webhook."""
-    _logging(False)
     _, bot = _telegram_bot(env_file)
 
     async def go() -> bool:
@@ -196,7 +186,6 @@ def delete_webhook(env_file: EnvFile = Path(".env")) -> None:
 @app.command("webhook-info")
 def webhook_info(env_file: EnvFile = Path(".env")) -> None:
     """Show what Telegram knows of the webhook."""
-    _logging(False)
     _, bot = _telegram_bot(env_file)
 
     async def go() -> Any:

@@ -7,7 +7,10 @@ URL, and HTTP clients log URLs. The HTTP clients' request logs are also kept at 
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
+import time
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -60,3 +63,43 @@ def protect(secrets: Iterable[str]) -> None:
     for name in QUIET:
         if logging.getLogger(name).level < logging.WARNING:
             logging.getLogger(name).setLevel(logging.WARNING)
+
+
+# Fields a log record may carry (through ``extra``) that the JSON lines keep.
+FIELDS = ("request_id", "user", "channel", "outcomes", "model", "tokens_in", "tokens_out", "cost", "latency_ms", "text")
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object a line: time, level, logger, message and the known extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        line.update({k: getattr(record, k) for k in FIELDS if hasattr(record, k)})
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        text = json.dumps(line, default=str, ensure_ascii=False)
+        for secret in _secrets:  # extra fields never went through the record factory's message
+            text = text.replace(secret, "[redacted]")
+        return text
+
+
+JsonLines.converter = time.gmtime
+
+
+def configure(settings: Settings, level: int) -> None:
+    """Logging for a pennybot process: JSON lines when stderr is not a terminal (or LOG_FORMAT=json),
+    plain text on a terminal; secrets redacted either way."""
+    protect(secrets_of(settings))
+    handler = logging.StreamHandler(sys.stderr)
+    as_json = settings.log_format == "json" or (settings.log_format == "auto" and not sys.stderr.isatty())
+    text = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(JsonLines() if as_json else text)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("pennybot").setLevel(level)

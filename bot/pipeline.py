@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 
@@ -51,6 +52,7 @@ class Pipeline:
     async def handle(self, inbound: Inbound, *, claimed: bool = False) -> Turn:
         """Run one message; ``claimed``: the webhook stored it in the inbox already."""
         d = self.deps
+        started = time.perf_counter()
         turn = Turn(
             inbound=inbound,
             deps=d,
@@ -60,10 +62,16 @@ class Pipeline:
             is_admin=inbound.user_key in d.settings.admin_user_ids,
         )
         turn = await self._run(turn)
-        d.log.info(
-            "message handled",
-            extra={"request_id": turn.request_id, "user": turn.user, "outcomes": turn.outcomes, "cost": str(turn.cost)},
-        )
+        line: dict[str, object] = {
+            "request_id": turn.request_id, "user": turn.user, "channel": inbound.channel, "outcomes": turn.outcomes,
+            "model": turn.answered_by.name if turn.answered_by else None, "cost": str(turn.cost),
+            "tokens_in": turn.usage.input_tokens if turn.usage else 0,
+            "tokens_out": turn.usage.output_tokens if turn.usage else 0,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+        }  # fmt: skip
+        if d.settings.log_message_text:
+            line["text"] = inbound.text
+        d.log.info("message handled", extra=line)
         return turn
 
     async def done(self, turn: Turn) -> None:

@@ -316,6 +316,7 @@ async def answer(turn: Turn, next: Next) -> Turn:
         return turn
     turn.answer = outcome.result.text
     turn.answered_by = outcome.spec
+    turn.usage = outcome.result.usage
     turn.cost += outcome.cost
     turn.replies.extend([*turn.notices, outcome.result.text])
     turn.outcome("answer", f"{outcome.spec.name if outcome.spec else '?'} ${outcome.cost}")

@@ -23,6 +23,7 @@ from budget.records import Conversation
 from budget.rules import Ladder, Level, Meter, Step, Thresholds
 from budget.stores import Database, HotStore
 from budget.tokens import Counted, TokenCounter
+from providers.base import Usage
 from providers.catalog import ModelSpec, Tier
 from providers.router import Router
 
@@ -94,6 +95,7 @@ class Turn:
     chain: list[ModelSpec] = field(default_factory=list)
     answer: str | None = None
     answered_by: ModelSpec | None = None
+    usage: Usage | None = None  # of the answer call (its tokens, for the log line)
     cost: Decimal = ZERO
 
     @property
