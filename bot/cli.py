@@ -198,5 +198,32 @@ def webhook_info(env_file: EnvFile = Path(".env")) -> None:
         typer.echo(f"last error: {info.last_error_message}")
 
 
+@app.command()
+def report(
+    days: Annotated[int, typer.Option(min=1, max=366, help="How many days back.")] = 30,
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+    env_file: EnvFile = Path(".env"),
+) -> None:
+    """The bot's figures in the terminal: the bill, activity, tokens, cache, breakdowns."""
+    if fmt not in ("table", "json", "csv"):
+        typer.echo("pennybot: --format is table, json or csv", err=True)
+        raise typer.Exit(2)
+    settings = _settings(env_file)
+    configure(settings, logging.WARNING)
+
+    async def go() -> str:
+        from bot.factory import build, close
+        from bot.report import build_report, render
+
+        built = build(settings)
+        try:
+            await built.deps.db.migrate()
+            return render(await build_report(built.deps, days, built.deps.clock()), fmt)
+        finally:
+            await close(built.deps)
+
+    typer.echo(asyncio.run(go()), nl=False)
+
+
 def main() -> None:
     app()
