@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from bot import metrics
 from bot.turn import Turn
 from budget.ledger import Reservation
 from budget.money import ZERO, from_nano
@@ -152,6 +153,7 @@ async def _record(
         latency_ms=int((time.perf_counter() - started) * 1000), tier=spec.tier.value, error=error,
         reason=turn.outcomes.get("choose"),
     )  # fmt: skip
+    metrics.observe_call(turn.inbound.channel, spec.provider, spec.model, status, usage, cost)
 
 
 async def record_attempt(turn: Turn, **fields: Any) -> None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
+from bot import metrics
 from bot.notify import Notifier, SmtpConfig
 from bot.settings import Settings
 from bot.turn import Deps
@@ -160,13 +161,16 @@ async def _budgets(deps: Deps, users: Iterable[str], now: datetime) -> list[Budg
     settings = deps.settings
     uses: list[BudgetUse] = []
     bot_seen = False
+    every: list[Meter] = []
     for user in users:
         exempt = settings.admins_exempt and user in settings.admin_user_ids
         meters = await deps.budget.meters(user, now, exempt=exempt)
+        every += meters
         uses += [_budget_use(m, user) for m in meters if m.scope is Scope.USER]
         if not bot_seen:
             uses += [_budget_use(m, BOT) for m in meters if m.scope is Scope.GLOBAL]
             bot_seen = True
+    metrics.fullest_user(every)
     return uses
 
 
@@ -280,6 +284,7 @@ async def evaluate_alerts(deps: Deps, notifier: Notifier, settings: JobSettings,
         if await deps.db.add_alert(stored):
             new.append(alert)
     for alert in new:
+        metrics.alert_fired(alert.rule.value, alert.level.value)
         level = alert.level.value
         subject_line = f"[pennybot] {level}: {alert.rule.value} ({alert.subject}, {alert.period_key})"
         await notifier.send(subject_line, f"pennybot alert ({level}): {alert.message}", alert_payload(alert))

@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bot import metrics
 from bot.api import cost_router
 from bot.channels import telegram as tg
 from bot.channels import whatsapp as wa
@@ -27,6 +28,7 @@ from bot.dispatch import Dispatcher
 from bot.factory import Built, build, close
 from bot.jobs import Scheduler
 from bot.logs import protect, secrets_of
+from bot.metrics import metrics_router
 from bot.pipeline import Pipeline
 from bot.settings import Settings
 
@@ -182,6 +184,7 @@ def create_app(settings: Settings, built: Built | None = None) -> FastAPI:
     app = FastAPI(title="pennybot", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.runtime = runtime
     app.include_router(cost_router(runtime))
+    app.include_router(metrics_router())
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
     @app.get("/healthz")
@@ -262,6 +265,7 @@ def create_app(settings: Settings, built: Built | None = None) -> FastAPI:
             fee = settings.twilio_price_per_message
             try:
                 await deps.db.record_fee("whatsapp", inbound.user_key, "in", inbound.message_id, fee, deps.clock())
+                metrics.channel_fee("whatsapp", "in", fee)
             except Exception as error:  # the message is stored: answer it, even if its fee is not
                 log.warning("channel fee not recorded (%s)", type(error).__name__)
             runtime.dispatcher.spawn(runtime.dispatcher.run(inbound))

@@ -6,7 +6,7 @@ cache hit) and does follow-up work after ``await next(turn)`` (cache store, conv
 
 from __future__ import annotations
 
-from bot import commands
+from bot import commands, metrics
 from bot.calls import Outcome, call_chain, exempt, record_attempt
 from bot.jobs import count_rate_limited
 from bot.turn import Inbound, Next, Turn
@@ -85,6 +85,7 @@ async def rate_limit(turn: Turn, next: Next) -> Turn:
         wait = 0
     if wait:
         await count_rate_limited(turn.deps.hot, turn.now, turn.deps.calendar.tz)  # feeds the rate_limited alert
+        metrics.rate_limited(turn.inbound.channel)
         turn.replies.append(turn.deps.texts.rate_limited.format(seconds=wait))
         turn.outcome("rate_limit", f"wait {wait}s")
         return turn
@@ -104,6 +105,7 @@ async def budget_gate(turn: Turn, next: Next) -> Turn:
         turn.replies.append(d.texts.paused)
         turn.outcome("budget", "unavailable")
         return turn
+    metrics.budget_meters(turn.meters)
     decision = gate([m for m in turn.meters if m.scope is Scope.USER], d.thresholds)
     turn.level, meter = decision.level, decision.meter
     turn.outcome("budget", "ok")
@@ -112,14 +114,17 @@ async def budget_gate(turn: Turn, next: Next) -> Turn:
         if decision.level is Level.BLOCK:
             turn.replies.append(d.texts.blocked_user.format(**words))
             turn.outcome("budget", f"blocked user {meter.period.value}")
+            metrics.budget_event("block", meter.scope, meter.period)
             return turn
         if await d.hot.set_once(f"pb:{{{turn.user}}}:warned:{meter.key}", ttl_s=40 * 86_400):
+            metrics.budget_event("warning", meter.scope, meter.period)
             turn.notices.append(d.texts.warn_user.format(percent=int(100 * meter.used / meter.limit), **words))
         turn.outcome("budget", f"warn user {meter.period.value}")
     turn.step, bot_meter = degradation(turn.meters, d.ladder)
     if bot_meter is not None and bot_meter.limit and turn.step >= Step.CHEAPER:
         turn.outcome("ladder", turn.step.name.lower())
         if await d.hot.set_once(f"pb:{{{turn.user}}}:warned:{bot_meter.key}", ttl_s=40 * 86_400):
+            metrics.budget_event("warning", bot_meter.scope, bot_meter.period)
             words = {"period": period_word(bot_meter), "reset": reset_time(turn, bot_meter)}
             percent = int(100 * bot_meter.used / bot_meter.limit)
             turn.notices.append(d.texts.warn_global.format(percent=percent, **words))
@@ -153,6 +158,7 @@ async def cache(turn: Turn, next: Next) -> Turn:
             hit = await d.cache.get(key, turn.now.timestamp())
         except Exception as error:
             d.log.warning("cache unreachable (%s): a miss", type(error).__name__)
+        metrics.cache_lookup(turn.inbound.channel, hit is not None)
     if hit is not None:
         await _record_hit(turn, hit)
         turn.answer = hit.text
@@ -165,6 +171,7 @@ async def cache(turn: Turn, next: Next) -> Turn:
         meter = next_bot_meter(turn)
         turn.replies.append(d.texts.cache_only.format(period=period_word(meter), reset=reset_time(turn, meter)))
         turn.outcome("answer", "cache only")
+        metrics.budget_event("block", meter.scope, meter.period)
         return turn
     turn = await next(turn)
     if key and turn.answer is not None and turn.answered_by is not None and not turn.history_in_prompt:

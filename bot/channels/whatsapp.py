@@ -17,6 +17,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
+from bot import metrics
 from bot.split import split_message
 from bot.turn import Inbound
 from budget.stores import Database
@@ -84,6 +85,7 @@ class WhatsAppReplier:
         for part in [p for reply in parts for p in split_message(reply, LIMIT, units="utf16")]:
             sid = await self._send(inbound.chat_id, part)
             await self.db.record_fee("whatsapp", inbound.user_key, "out", sid, self.fee, self.clock())
+            metrics.channel_fee("whatsapp", "out", self.fee)
 
     async def _send(self, to: str, body: str) -> str:
         for wait in (*self.backoff_s, None):

@@ -123,3 +123,17 @@ async def test_a_10000_character_reply_is_split_at_1600(
         assert all(p.endswith(".") for p in parts[:-1])  # cut after whole sentences
         assert " ".join(parts) == long.strip()
         await until(lambda: _fees_are(s, Decimal("0.040")))  # 1 in + 7 out
+
+
+async def test_the_app_serves_metrics_with_the_channel_fees(twilio_server: FakeTwilioServer) -> None:
+    from bot import metrics
+
+    metrics.reset()
+    async with serve(**channel_settings(None, twilio_server)) as s:
+        await post(s, whatsapp_form("SM" + "a" * 32, "+15551234567", "What is the capital of Peru?"))
+        await until(lambda: len(twilio_server.sent_bodies()) == 1)
+        await until(lambda: _fees_are(s, Decimal("0.010")))
+        text = (await s.http.get("/metrics")).text
+    assert 'cost_channel_fees_usd_total{channel="whatsapp",direction="in"} 0.005' in text
+    assert 'cost_channel_fees_usd_total{channel="whatsapp",direction="out"} 0.005' in text
+    assert "cost_cpu_usage_cores" in text and "+15551234567" not in text
