@@ -39,12 +39,25 @@ def reset_time(turn: Turn, meter: Meter) -> str:
 async def dedupe(turn: Turn, next: Next) -> Turn:
     """A platform message seen before is dropped: no reply, no charge (invariant 4)."""
     ib = turn.inbound
-    if turn.claimed:
-        return await next(turn)
-    if not await turn.deps.db.claim_inbox(ib.channel, ib.message_id, turn.user, inbox_payload(ib), turn.now):
+    if not turn.claimed and not await turn.deps.db.claim_inbox(
+        ib.channel, ib.message_id, turn.user, inbox_payload(ib), turn.now
+    ):
         turn.outcome("dedupe", "duplicate")
         return turn
+    await _register(turn)
     return await next(turn)
+
+
+async def _register(turn: Turn) -> None:
+    """The user's row (channel, platform id, active), written once per process, not per message."""
+    d, ib = turn.deps, turn.inbound
+    if turn.user in d.seen_users:
+        return
+    try:
+        await d.db.upsert_user(turn.user, ib.channel, ib.user_id, turn.now)
+        d.seen_users.add(turn.user)
+    except Exception as error:
+        d.log.warning("user not registered (%s)", type(error).__name__)
 
 
 def inbox_payload(ib: Inbound) -> dict[str, str]:

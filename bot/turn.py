@@ -67,6 +67,7 @@ class Deps:
     persona: str  # a digest of the system prompt, part of every cache key
     clock: Callable[[], datetime]
     log: logging.Logger
+    seen_users: set[str] = field(default_factory=set)  # registered in the users table by this process
 
 
 @dataclass(slots=True)

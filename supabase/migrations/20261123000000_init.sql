@@ -18,7 +18,7 @@ comment on column users.channel is 'telegram, whatsapp or console.';
 comment on column users.platform_id is 'The id the platform gives the user (Telegram user id, WhatsApp number).';
 comment on column users.role is 'user or admin.';
 comment on column users.created_at is 'First message.';
-comment on column users.last_seen_at is 'Latest message.';
+comment on column users.last_seen_at is 'When a bot process last started talking with the user (written once per process).';
 
 create table if not exists messages (
     id         bigint generated always as identity primary key,

@@ -148,6 +148,9 @@ async def test_a_user_who_blocked_the_bot_is_not_retried(telegram_server: FakeTe
         await until(lambda: len(telegram_server.calls_to("sendMessage")) == 1)
         await until(lambda: inbox_done(s))
         assert len(telegram_server.calls_to("sendMessage")) == 1
+        # marked inactive (read straight from the embedded SQLite store the harness uses)
+        db: Any = s.runtime.built.deps.db
+        assert db._db.execute("select active from users where user_key = 'telegram:77'").fetchone() == (0,)
 
 
 async def test_429_retry_after_is_honoured(telegram_server: FakeTelegramServer) -> None:
