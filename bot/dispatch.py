@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, Protocol
 
 from bot.pipeline import Pipeline
@@ -30,11 +30,6 @@ class Replier(Protocol):
     async def send(self, inbound: Inbound, parts: Sequence[str]) -> None: ...
 
     def typing(self, inbound: Inbound) -> contextlib.AbstractAsyncContextManager[None]: ...
-
-
-@contextlib.asynccontextmanager
-async def no_typing() -> AsyncIterator[None]:
-    yield
 
 
 class Dispatcher:
