@@ -1,8 +1,9 @@
 """`pennybot report`: the bot's figures over the last N days, as a table, JSON or CSV.
 
-The bill counts LLM spend, channel fees and the fixed monthly costs (INFRA_MONTHLY_COST, spread
-evenly over the year's days). CPU and memory are priced in the metrics (cost_cpu_usage_cores,
-cost_memory_usage_bytes), which keep their history; the ledger does not.
+The bill counts LLM spend, channel fees, the fixed monthly costs (INFRA_MONTHLY_COST, spread
+evenly over the year's days) and the CPU and memory the bot's processes used (bot/usage.py stores
+it; CPU_CORE_HOUR_PRICE and MEMORY_GB_HOUR_PRICE price it), so that the cost per active user and
+per message include everything.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from typing import Any
 from bot.turn import Deps
 from budget.analytics import CostSummary, summarize
 from budget.money import fmt_usd, quantize
+from budget.records import ResourceUse
 
 DAYS_PER_MONTH = Decimal("365.25") / 12
+USAGE_PLACES = Decimal("0.000001")  # core-hours and GB-hours shown to the micro-unit
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,10 +32,13 @@ class Report:
     days: int
     summary: CostSummary
     infra: Decimal
+    resources: ResourceUse
+    cpu: Decimal
+    memory: Decimal
 
     @property
     def total(self) -> Decimal:
-        return self.summary.total_cost + self.infra
+        return self.summary.total_cost + self.infra + self.cpu + self.memory
 
     @property
     def per_user(self) -> Decimal | None:
@@ -49,8 +55,11 @@ async def build_report(deps: Deps, days: int, now: datetime) -> Report:
     start, end = now - timedelta(days=days), now + timedelta(microseconds=1)
     rows = await deps.db.requests(start, end)
     summary = summarize(rows, await deps.db.fees(start, end))
-    infra = quantize(deps.settings.infra_monthly_cost * days / DAYS_PER_MONTH)
-    return Report(start, now, days, summary, infra)
+    settings = deps.settings
+    infra = quantize(settings.infra_monthly_cost * days / DAYS_PER_MONTH)
+    used = await deps.db.resources(start, end)
+    cpu, memory = used.cost(settings.cpu_core_hour_price, settings.memory_gb_hour_price)
+    return Report(start, now, days, summary, infra, used, cpu, memory)
 
 
 def as_dict(r: Report) -> dict[str, Any]:
@@ -62,7 +71,10 @@ def as_dict(r: Report) -> dict[str, Any]:
     return {
         "start": r.start.isoformat(), "end": r.end.isoformat(), "days": r.days,
         "bill": {"llm": money(s.llm_cost), "channel_fees": money(s.fees), "infra": money(r.infra),
-                 "total": money(r.total), "per_active_user": money(r.per_user), "per_message": money(r.per_message)},
+                 "cpu": money(r.cpu), "memory": money(r.memory), "total": money(r.total),
+                 "per_active_user": money(r.per_user), "per_message": money(r.per_message)},
+        "resources": {"cpu_core_hours": str(r.resources.core_hours.quantize(USAGE_PLACES)),
+                      "memory_gb_hours": str(r.resources.gib_hours.quantize(USAGE_PLACES))},
         "requests": s.requests, "answers": s.answers, "errors": s.errors, "active_users": s.active_users,
         "tokens": {"input": s.tokens.prompt, "output": s.tokens.completion, "cached": s.tokens.cached,
                    "cache_write": s.tokens.cache_write, "reasoning": s.tokens.reasoning},
@@ -86,7 +98,7 @@ def _csv(data: dict[str, Any]) -> str:
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(["section", "name", "value"])
-    for section in ("bill", "tokens", "cache", "by_provider", "by_model", "by_channel"):
+    for section in ("bill", "resources", "tokens", "cache", "by_provider", "by_model", "by_channel"):
         for name, value in data[section].items():
             w.writerow([section, name, "" if value is None else value])
     for name in ("requests", "answers", "errors", "active_users"):
@@ -105,7 +117,8 @@ def _table(r: Report) -> str:
     bill.add_column("cost")
     bill.add_column("USD", justify="right")
     rows = [
-        ("LLM", s.llm_cost), ("channel fees", s.fees), ("infrastructure", r.infra), ("total", r.total),
+        ("LLM", s.llm_cost), ("channel fees", s.fees), ("infrastructure", r.infra), ("CPU", r.cpu),
+        ("memory", r.memory), ("total", r.total),
         ("per active user", r.per_user), ("per message", r.per_message), ("saved by the cache", s.saved),
     ]  # fmt: skip
     for name, value in rows:
@@ -123,6 +136,8 @@ def _table(r: Report) -> str:
         f"{s.requests} AI calls, {s.answers} answers ({s.errors} errors), {s.active_users} active users; "
         f"tokens {s.tokens.prompt:,} in, {s.tokens.completion:,} out; cache hit rate {rate}"
     )
+    used = r.resources
+    console.print(f"resources: {used.core_hours:.4f} CPU core-hours, {used.gib_hours:.4f} GB-hours of memory")
     top = ", ".join(f"{u} {fmt_usd(c)}" for u, c in s.top_users) or "none"
     console.print(f"top users: {top}")
     file = console.file

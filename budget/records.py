@@ -8,7 +8,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from budget.money import ZERO
+from budget.money import ZERO, quantize
 from providers.base import Usage
 
 
@@ -68,6 +68,34 @@ class Conversation:
 class Spend:
     nanos: int
     tokens: int
+
+
+US_PER_HOUR = 3_600_000_000
+GIB_SECONDS_PER_HOUR = 2**30 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceUse:
+    """CPU and memory the bot's processes used: CPU microseconds and RSS byte-seconds, exact."""
+
+    cpu_us: int = 0
+    memory_byte_seconds: int = 0
+
+    @property
+    def core_hours(self) -> Decimal:
+        return Decimal(self.cpu_us) / US_PER_HOUR
+
+    @property
+    def gib_hours(self) -> Decimal:
+        return Decimal(self.memory_byte_seconds) / GIB_SECONDS_PER_HOUR
+
+    def cost(self, cpu_core_hour_price: Decimal, memory_gb_hour_price: Decimal) -> tuple[Decimal, Decimal]:
+        """What the CPU and the memory cost at these rates (a GB-hour is a GiB held for an hour, as
+        cloud providers bill it), each rounded up to the nano-dollar."""
+        return (
+            quantize(self.core_hours * cpu_core_hour_price),
+            quantize(self.gib_hours * memory_gb_hour_price),
+        )
 
 
 @dataclass(frozen=True, slots=True)

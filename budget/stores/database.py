@@ -7,7 +7,17 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from budget.records import AIRequest, AuditEntry, Conversation, InboxItem, Quota, Spend, StoredAlert, StoredTurn
+from budget.records import (
+    AIRequest,
+    AuditEntry,
+    Conversation,
+    InboxItem,
+    Quota,
+    ResourceUse,
+    Spend,
+    StoredAlert,
+    StoredTurn,
+)
 
 
 class Database(Protocol):
@@ -32,6 +42,16 @@ class Database(Protocol):
         ...
 
     async def fees(self, start: datetime, end: datetime) -> Decimal: ...
+
+    async def record_resources(
+        self, process: str, start: datetime, end: datetime, cpu_us: int, memory_byte_seconds: int
+    ) -> None:
+        """What one process used in [start, end) (stored once per process and start)."""
+        ...
+
+    async def resources(self, start: datetime, end: datetime) -> ResourceUse:
+        """What every process used in windows ending in [start, end)."""
+        ...
 
     async def set_user_active(self, user_key: str, active: bool) -> None: ...
 

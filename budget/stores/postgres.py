@@ -22,6 +22,7 @@ from budget.records import (
     InboxItem,
     Kind,
     Quota,
+    ResourceUse,
     Spend,
     Status,
     StoredAlert,
@@ -154,6 +155,26 @@ class PostgresDatabase:
             end,
         )
         return Decimal(value).quantize(Decimal("0.000000001"))
+
+    async def record_resources(
+        self, process: str, start: datetime, end: datetime, cpu_us: int, memory_byte_seconds: int
+    ) -> None:
+        pool = await self._conn_pool()
+        await pool.execute(
+            f"insert into {self.s}resource_usage (created_at, started_at, process, cpu_us, memory_byte_seconds)"
+            " values ($1, $2, $3, $4, $5) on conflict do nothing",
+            end, start, process, cpu_us, memory_byte_seconds,
+        )  # fmt: skip
+
+    async def resources(self, start: datetime, end: datetime) -> ResourceUse:
+        pool = await self._conn_pool()
+        row = await pool.fetchrow(
+            f"select coalesce(sum(cpu_us), 0), coalesce(sum(memory_byte_seconds), 0) from {self.s}resource_usage"
+            " where created_at >= $1 and created_at < $2",
+            start,
+            end,
+        )
+        return ResourceUse(int(row[0]), int(row[1]))
 
     async def set_user_active(self, user_key: str, active: bool) -> None:
         pool = await self._conn_pool()
@@ -376,6 +397,7 @@ class PostgresDatabase:
         pool = await self._conn_pool()
         messages = await pool.execute(f"delete from {self.s}messages where created_at < $1", cutoff)
         requests = await pool.execute(f"delete from {self.s}ai_requests where created_at < $1", cutoff)
+        await pool.execute(f"delete from {self.s}resource_usage where created_at < $1", cutoff)
         return int(messages.split()[-1]), int(requests.split()[-1])
 
     async def aclose(self) -> None:

@@ -23,6 +23,7 @@ from budget.records import (
     InboxItem,
     Kind,
     Quota,
+    ResourceUse,
     Spend,
     Status,
     StoredAlert,
@@ -134,6 +135,23 @@ class SQLiteDatabase:
             (_ts(start), _ts(end)),
         ).fetchone()
         return from_nano(int(nanos))
+
+    async def record_resources(
+        self, process: str, start: datetime, end: datetime, cpu_us: int, memory_byte_seconds: int
+    ) -> None:
+        self._db.execute(
+            "insert or ignore into resource_usage (created_at, started_at, process, cpu_us, memory_byte_seconds)"
+            " values (?, ?, ?, ?, ?)",
+            (_ts(end), _ts(start), process, cpu_us, memory_byte_seconds),
+        )
+
+    async def resources(self, start: datetime, end: datetime) -> ResourceUse:
+        cpu, memory = self._db.execute(
+            "select coalesce(sum(cpu_us), 0), coalesce(sum(memory_byte_seconds), 0) from resource_usage"
+            " where created_at >= ? and created_at < ?",
+            (_ts(start), _ts(end)),
+        ).fetchone()
+        return ResourceUse(int(cpu), int(memory))
 
     async def set_user_active(self, user_key: str, active: bool) -> None:
         self._db.execute("update users set active = ? where user_key = ?", (int(active), user_key))
@@ -343,6 +361,7 @@ class SQLiteDatabase:
     async def purge_before(self, cutoff: datetime) -> tuple[int, int]:
         messages = self._db.execute("delete from messages where created_at < ?", (_ts(cutoff),)).rowcount
         requests = self._db.execute("delete from ai_requests where created_at < ?", (_ts(cutoff),)).rowcount
+        self._db.execute("delete from resource_usage where created_at < ?", (_ts(cutoff),))
         return messages, requests
 
     async def aclose(self) -> None:

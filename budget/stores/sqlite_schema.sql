@@ -77,6 +77,17 @@ create table if not exists channel_fees (
 );
 create index if not exists channel_fees_time on channel_fees (created_at);
 
+create table if not exists resource_usage (
+    id                  integer primary key autoincrement,
+    created_at          text not null,
+    started_at          text not null,
+    process             text not null,
+    cpu_us              integer not null check (cpu_us >= 0),
+    memory_byte_seconds integer not null check (memory_byte_seconds >= 0),
+    unique (process, started_at)
+);
+create index if not exists resource_usage_time on resource_usage (created_at);
+
 create table if not exists quotas (
     user_key        text primary key,
     daily_nano      integer,

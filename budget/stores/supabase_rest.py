@@ -26,6 +26,7 @@ from budget.records import (
     InboxItem,
     Kind,
     Quota,
+    ResourceUse,
     Spend,
     Status,
     StoredAlert,
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from supabase import AsyncClient
 
 # The newest migration whose functions this store calls (pennybot_schema_version() returns it).
-SCHEMA_VERSION = 20261123000400
+SCHEMA_VERSION = 20261123000500
 # Supabase caps every read at the project's "Max rows" (1000 unless changed): pages stay within it.
 PAGE_SIZE = 1000
 _AI_SELECT = (
@@ -220,6 +221,24 @@ class SupabaseDatabase:
     async def fees(self, start: datetime, end: datetime) -> Decimal:
         total = await self._rpc("pennybot_fees", {"p_start": start.isoformat(), "p_end": end.isoformat()})
         return Decimal(total).quantize(NANO)
+
+    async def record_resources(
+        self, process: str, start: datetime, end: datetime, cpu_us: int, memory_byte_seconds: int
+    ) -> None:
+        from postgrest.types import ReturnMethod
+
+        row = {
+            "created_at": end.isoformat(), "started_at": start.isoformat(), "process": process,
+            "cpu_us": cpu_us, "memory_byte_seconds": memory_byte_seconds,
+        }  # fmt: skip
+        query = self._table("resource_usage").upsert(
+            [row], on_conflict="process,started_at", ignore_duplicates=True, returning=ReturnMethod.minimal
+        )
+        await self._run("record_resources", query)
+
+    async def resources(self, start: datetime, end: datetime) -> ResourceUse:
+        used = await self._rpc("pennybot_resources", {"p_start": start.isoformat(), "p_end": end.isoformat()})
+        return ResourceUse(int(used["cpu_us"]), int(used["memory_byte_seconds"]))
 
     async def set_user_active(self, user_key: str, active: bool) -> None:
         from postgrest.types import ReturnMethod
@@ -402,7 +421,7 @@ class SupabaseDatabase:
         from postgrest.types import CountMethod, ReturnMethod
 
         counts = []
-        for table in ("messages", "ai_requests"):
+        for table in ("messages", "ai_requests", "resource_usage"):
             query = self._table(table).delete(count=CountMethod.exact, returning=ReturnMethod.minimal)
             counts.append(int((await self._run("purge_before", query.lt("created_at", cutoff.isoformat()))).count or 0))
         return counts[0], counts[1]

@@ -45,6 +45,37 @@ def test_json_csv_and_table_agree_on_the_bill(tmp_path: Path) -> None:
     assert "simulated" in table and "cache hit rate 25.0%" in table
 
 
+def test_the_bill_prices_the_cpu_and_memory_the_processes_used(tmp_path: Path) -> None:
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from budget.stores import open_database
+
+    run_chat(tmp_path, "What is the capital of France?\n", "--user", "ann")
+
+    async def used() -> None:
+        db = open_database(f"sqlite:///{tmp_path}/pb.db")
+        await db.migrate()
+        now = datetime.now(UTC)
+        # two processes: 1.5 core-hours and 2 GiB-hours in all; a retried window is stored once
+        for process, cpu_us, byte_s in (("a:1", 3_600_000_000, 2**30 * 3600), ("b:2", 1_800_000_000, 2**30 * 3600)):
+            for _ in range(2):
+                await db.record_resources(process, now - timedelta(hours=2), now - timedelta(hours=1), cpu_us, byte_s)
+        await db.record_resources("a:1", now - timedelta(days=40), now - timedelta(days=39), 10**12, 10**15)  # too old
+        await db.aclose()
+
+    asyncio.run(used())
+    prices = {"CPU_CORE_HOUR_PRICE": "0.0336", "MEMORY_GB_HOUR_PRICE": "0.00475", "INFRA_MONTHLY_COST": "0"}
+    data = json.loads(report(tmp_path, "--format", "json", **prices))
+    bill = data["bill"]
+    assert data["resources"] == {"cpu_core_hours": "1.500000", "memory_gb_hours": "2.000000"}
+    assert (Decimal(bill["cpu"]), Decimal(bill["memory"])) == (Decimal("0.0504"), Decimal("0.0095"))
+    assert Decimal(bill["total"]) == Decimal(bill["llm"]) + Decimal("0.0599")
+    assert Decimal(bill["per_message"]) == Decimal(bill["total"])  # one answer
+    table = report(tmp_path, **prices)
+    assert "1.5000 CPU core-hours, 2.0000 GB-hours of memory" in table
+
+
 def test_a_bad_format_is_refused(tmp_path: Path) -> None:
     import subprocess
     import sys

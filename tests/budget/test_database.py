@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from budget.records import AIRequest, InboxItem, Kind, Status
+from budget.records import AIRequest, InboxItem, Kind, ResourceUse, Status
 from budget.stores import Database, open_database
 from budget.stores.supabase_rest import SupabaseDatabase
 from providers.base import Usage
@@ -200,3 +200,16 @@ async def test_known_users_and_retention(db: Database) -> None:
     assert await db.known_user("console:a")
     assert await db.purge_before(T0 - timedelta(days=90)) == (1, 1)
     assert [r.request_id for r in await db.requests(T0 - timedelta(days=200), T0 + timedelta(days=1))] == ["new"]
+
+
+async def test_resource_usage_is_stored_once_per_window_and_summed_exactly(db: Database) -> None:
+    big = 2**40 * 3600  # a TiB held for an hour: past 32 bits, inside 64
+    await db.record_resources("h:1", T0, T0 + timedelta(minutes=1), 1_234_567, big)
+    await db.record_resources("h:1", T0, T0 + timedelta(minutes=1), 1_234_567, big)  # retried: once
+    await db.record_resources("h:2", T0, T0 + timedelta(minutes=1), 1, 2)
+    await db.record_resources("h:1", T0 + timedelta(minutes=1), T0 + timedelta(minutes=2), 3, 4)
+    assert await db.resources(T0, T0 + timedelta(minutes=2)) == ResourceUse(1_234_568, big + 2)
+    assert await db.resources(T0, T0 + timedelta(minutes=3)) == ResourceUse(1_234_571, big + 6)
+    assert await db.resources(T0 + timedelta(hours=1), T0 + timedelta(hours=2)) == ResourceUse()
+    await db.purge_before(T0 + timedelta(minutes=1, seconds=30))
+    assert await db.resources(T0, T0 + timedelta(minutes=3)) == ResourceUse(3, 4)

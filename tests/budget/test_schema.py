@@ -65,7 +65,17 @@ def test_sqlite_and_postgres_schemas_agree(pg_dsn: str) -> None:
     assert (
         sorted(shared)
         == sorted(lite)
-        == ["ai_requests", "alerts", "audit_log", "channel_fees", "inbox", "messages", "quotas", "users"]
+        == [
+            "ai_requests",
+            "alerts",
+            "audit_log",
+            "channel_fees",
+            "inbox",
+            "messages",
+            "quotas",
+            "resource_usage",
+            "users",
+        ]
     )
     for table, columns in shared.items():
         # Money: NUMERIC *_usd in Postgres is integer nano-dollars *_nano in SQLite.
@@ -92,7 +102,7 @@ def test_migrations_apply_twice_and_enable_rls_without_supabase_roles(pg_dsn: st
             ).fetchall()
     finally:
         drop(pg_dsn, schema)
-    assert len(rls) == 8 + len(POSTGRES_ONLY)
+    assert len(rls) == 9 + len(POSTGRES_ONLY)
     assert all(enabled for _, enabled in rls)
 
 
@@ -111,7 +121,6 @@ def test_money_columns_are_exact_numeric(pg_dsn: str) -> None:
     finally:
         drop(pg_dsn, schema)
     assert total == ("0.300000150",)
-
 
 
 def test_every_table_and_column_has_a_comment(pg_dsn: str) -> None:

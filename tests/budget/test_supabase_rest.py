@@ -39,6 +39,7 @@ FUNCTIONS = [
     "pennybot_fold(p_user_key text, p_turn_ids bigint[], p_content text, p_tokens integer, p_size integer,"
     " p_now timestamp with time zone)",
     "pennybot_lease_open(p_now timestamp with time zone, p_lease_until timestamp with time zone, p_limit integer)",
+    "pennybot_resources(p_start timestamp with time zone, p_end timestamp with time zone)",
     "pennybot_schema_version()",
     "pennybot_set_quota(p_user_key text, p_daily_usd numeric, p_monthly_usd numeric, p_daily_tokens bigint,"
     " p_monthly_tokens bigint, p_actor text, p_now timestamp with time zone)",
