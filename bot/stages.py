@@ -13,7 +13,7 @@ from bot.turn import Inbound, Next, Turn
 from budget.cache import CachedAnswer
 from budget.complexity import Complexity, classify
 from budget.context import extractive_summary, turns_to_fold
-from budget.ledger import BudgetUnavailable
+from budget.ledger import BudgetUnavailable, quota_keys
 from budget.money import ZERO
 from budget.queries import is_self_contained, normalize_query
 from budget.records import Conversation, Kind, Status
@@ -24,6 +24,7 @@ from providers.catalog import Tier
 from providers.simulated import SUMMARY_MARKER
 
 SHORT_CONTEXT_TURNS = 4
+WARNED_TTL_S = 40 * 86_400  # a warning flag outlives its period (a month at most)
 TIER_FOR = {Complexity.SIMPLE: Tier.CHEAP, Complexity.MEDIUM: Tier.STANDARD, Complexity.COMPLEX: Tier.PREMIUM}
 SUMMARY_PREFIX = "Summary of the earlier conversation:\n"
 SUMMARY_SYSTEM = (
@@ -89,9 +90,16 @@ async def command(turn: Turn, next: Next) -> Turn:
 
 
 async def rate_limit(turn: Turn, next: Next) -> Turn:
-    """Before any budget work, so a flood costs one counter update a message."""
+    """Before any budget work, so a flood costs one counter update a message. The budget's
+    counters come back in the same round trip, for the gate (one round trip for both)."""
+    d = turn.deps
     try:
-        wait = await turn.deps.limiter.wait_time(turn.user, turn.now.timestamp())
+        counters = d.budget.counter_keys(turn.user, turn.now)
+        keys = counters + quota_keys(turn.user)
+        flags = [warned_key(turn.user, k) for k in counters]
+        wait, values = await d.limiter.wait_time_and_read(turn.user, turn.now.timestamp(), keys + flags)
+        turn.counters = values[: len(keys)]
+        turn.warned = frozenset(k for k, v in zip(flags, values[len(keys) :], strict=True) if v)
     except Exception as error:
         # Fail open: the budget gate after this stage still guards the money.
         turn.deps.log.warning("rate limiter unreachable (%s); message let through", type(error).__name__)
@@ -111,7 +119,7 @@ async def budget_gate(turn: Turn, next: Next) -> Turn:
     The bot's own budget moves the degradation ladder instead (cheaper, shorter, cache only)."""
     d = turn.deps
     try:
-        turn.meters = await d.budget.meters(turn.user, turn.now, exempt=exempt(turn))
+        turn.meters = await d.budget.meters(turn.user, turn.now, exempt=exempt(turn), read=turn.counters)
     except BudgetUnavailable as error:
         # Never spend unchecked: without the budget's word there is no AI call.
         d.log.error("%s; AI replies paused", error)
@@ -129,19 +137,30 @@ async def budget_gate(turn: Turn, next: Next) -> Turn:
             turn.outcome("budget", f"blocked user {meter.period.value}")
             metrics.budget_event("block", meter.scope, meter.period)
             return turn
-        if await d.hot.set_once(f"pb:{{{turn.user}}}:warned:{meter.key}", ttl_s=40 * 86_400):
+        if await _first_warning(turn, meter):
             metrics.budget_event("warning", meter.scope, meter.period)
             turn.notices.append(d.texts.warn_user.format(percent=int(100 * meter.used / meter.limit), **words))
         turn.outcome("budget", f"warn user {meter.period.value}")
     turn.step, bot_meter = degradation(turn.meters, d.ladder)
     if bot_meter is not None and bot_meter.limit and turn.step >= Step.CHEAPER:
         turn.outcome("ladder", turn.step.name.lower())
-        if await d.hot.set_once(f"pb:{{{turn.user}}}:warned:{bot_meter.key}", ttl_s=40 * 86_400):
+        if await _first_warning(turn, bot_meter):
             metrics.budget_event("warning", bot_meter.scope, bot_meter.period)
             words = {"period": period_word(bot_meter), "reset": reset_time(turn, bot_meter)}
             percent = int(100 * bot_meter.used / bot_meter.limit)
             turn.notices.append(d.texts.warn_global.format(percent=percent, **words))
     return await next(turn)
+
+
+def warned_key(user: str, meter_key: str) -> str:
+    return f"pb:{{{user}}}:warned:{meter_key}"
+
+
+async def _first_warning(turn: Turn, meter: Meter) -> bool:
+    """True once a period per user and meter. The flags read with the rate limit spare the
+    round trip once the user was warned; set_once decides when they say not yet."""
+    key = warned_key(turn.user, meter.key)
+    return key not in turn.warned and await turn.deps.hot.set_once(key, ttl_s=WARNED_TTL_S)
 
 
 def period_word(meter: Meter) -> str:

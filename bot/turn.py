@@ -84,6 +84,8 @@ class Turn:
     notices: list[str] = field(default_factory=list)
     outcomes: dict[str, str] = field(default_factory=dict)
     meters: list[Meter] = field(default_factory=list)
+    counters: list[int | None] | None = None  # the budget's counters, read with the rate limit
+    warned: frozenset[str] = frozenset()  # the once-a-period warning flags already set, read with them
     level: Level = Level.OK
     step: Step = Step.NORMAL  # the degradation ladder on the bot's own budget
     complexity: Complexity | None = None

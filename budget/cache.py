@@ -51,8 +51,7 @@ class AnswerCache:
         return f"pb:{{cache}}:a:{digest[:32]}"
 
     async def get(self, key: str, now: float) -> CachedAnswer | None:
-        raw = await self.hot.cache_get(key, now)
-        await self.hot.incr(MISSES if raw is None else HITS)
+        raw = await self.hot.cache_get(key, now, (HITS, MISSES))  # counted in the same round trip
         if raw is None:
             return None
         data = json.loads(raw)

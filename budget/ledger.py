@@ -40,6 +40,7 @@ class Reservation:
     keys: tuple[tuple[str, Unit], ...]
 
 
+CounterRow = tuple[Scope, Unit, Window, str]
 PlanRow = tuple[Scope, Unit, Window, str, int | None]
 NO_OVERRIDE = -1  # a quota key's value when the user has no quota of that kind
 QUOTA_TTL_S = 40 * 86_400  # reloaded from the database after that, or after a Redis restart
@@ -65,6 +66,10 @@ def quota_values(quota: Quota | None) -> tuple[int, int, int, int]:
         return NO_OVERRIDE if v is None else v
 
     return usd(quota.daily_usd), usd(quota.monthly_usd), tok(quota.daily_tokens), tok(quota.monthly_tokens)
+
+
+def _nano(v: Decimal | None) -> int | None:
+    return None if v is None else to_nano(v)
 
 
 def counter_key(scope_id: str, unit: Unit, window: Window) -> str:
@@ -98,56 +103,62 @@ class Budget:
         self.ledger = ledger
         self.calendar = calendar
         self.limits = limits
+        # In nano-dollars once, not per message: (user day, month USD, day, month tokens), (bot day, month).
+        self._user_limits = (
+            _nano(limits.user_daily_usd), _nano(limits.user_monthly_usd),
+            limits.user_daily_tokens, limits.user_monthly_tokens,
+        )  # fmt: skip
+        self._global_limits: list[int | None] = [_nano(limits.global_daily_usd), _nano(limits.global_monthly_usd)]
         self.reservation_ttl_s = reservation_ttl_s
         self.quotas = quotas
 
-    def _plan(self, user: str, now: datetime, exempt: bool, quota: Sequence[int | None]) -> list[PlanRow]:
-        """Every counter that applies, with its limit: a user's quota (where set) over the
-        configured one. Token counters are kept for everyone, so a token quota can start any time."""
-        lim = self.limits
+    def _counters(self, user: str, now: datetime) -> list[CounterRow]:
+        """Every counter that applies to a user now: the user's four (dollars and tokens, day and
+        month; token counters are kept for everyone, so a token quota can start any time), then
+        the bot's two."""
         day = self.calendar.window(Period.DAY, now)
         month = self.calendar.window(Period.MONTH, now)
-
-        def nano(v: Decimal | None) -> int | None:
-            return None if v is None else to_nano(v)
-
-        defaults = (
-            nano(lim.user_daily_usd),
-            nano(lim.user_monthly_usd),
-            lim.user_daily_tokens,
-            lim.user_monthly_tokens,
-        )
-        limits = [d if q is None or q == NO_OVERRIDE else q for d, q in zip(defaults, quota, strict=True)]
-        shapes = ((Unit.USD, day), (Unit.USD, month), (Unit.TOKENS, day), (Unit.TOKENS, month))
-        plan = [
-            (Scope.USER, unit, w, counter_key(user, unit, w), None if exempt else limit)
-            for (unit, w), limit in zip(shapes, limits, strict=True)
+        rows = [
+            (Scope.USER, unit, w, counter_key(user, unit, w))
+            for unit, w in ((Unit.USD, day), (Unit.USD, month), (Unit.TOKENS, day), (Unit.TOKENS, month))
         ]
-        plan += [
-            (Scope.GLOBAL, Unit.USD, w, counter_key(GLOBAL, Unit.USD, w), nano(limit))
-            for w, limit in ((day, lim.global_daily_usd), (month, lim.global_monthly_usd))
-        ]
-        return plan
+        return rows + [(Scope.GLOBAL, Unit.USD, w, counter_key(GLOBAL, Unit.USD, w)) for w in (day, month)]
 
-    async def meters(self, user: str, now: datetime, *, exempt: bool = False) -> list[Meter]:
-        """Every budget that applies to a user now, with what is used (settled plus reserved).
-        Raises BudgetUnavailable when the stores cannot tell."""
+    def _limits(self, exempt: bool, quota: Sequence[int | None]) -> list[int | None]:
+        """The limits of ``_counters``' rows, in their order: a user's quota (where set) over the
+        configured one; none of the user's own when exempt."""
+        own: list[int | None] = [None] * 4
+        if not exempt:
+            own = [d if q is None or q == NO_OVERRIDE else q for d, q in zip(self._user_limits, quota, strict=True)]
+        return own + self._global_limits
+
+    def counter_keys(self, user: str, now: datetime) -> list[str]:
+        """The counters ``meters`` reads (before the user's ``quota_keys``), for a caller that
+        reads them together with something else in one round trip (the rate limit)."""
+        return [row[3] for row in self._counters(user, now)]
+
+    async def meters(
+        self, user: str, now: datetime, *, exempt: bool = False, read: Sequence[int | None] | None = None
+    ) -> list[Meter]:
+        """Every budget that applies to a user now, with what is used (settled plus reserved);
+        ``read``: the values of ``counter_keys`` then ``quota_keys``, read already. Raises
+        BudgetUnavailable when the stores cannot tell."""
         try:
-            return await self._meters(user, now, exempt)
+            return await self._meters(user, now, exempt, read)
         except BudgetUnavailable:
             raise
         except Exception as error:
             raise BudgetUnavailable(f"budget stores unreachable: {type(error).__name__}") from error
 
-    async def _meters(self, user: str, now: datetime, exempt: bool) -> list[Meter]:
+    async def _meters(self, user: str, now: datetime, exempt: bool, read: Sequence[int | None] | None) -> list[Meter]:
         # One read for the counters and the user's quota, which lives beside them in the hot store.
-        keys = [p[3] for p in self._plan(user, now, exempt, [None] * 4)]
-        qkeys = quota_keys(user)
-        values = await self.hot.get_counters(keys + qkeys)
+        rows = self._counters(user, now)
+        keys = [row[3] for row in rows]
+        values = list(read) if read is not None else await self.hot.get_counters(keys + quota_keys(user))
         counters, quota = values[: len(keys)], values[len(keys) :]
         if any(q is None for q in quota):
             quota = await self._load_quota(user)
-        plan = self._plan(user, now, exempt, quota)
+        plan = [(*row, limit) for row, limit in zip(rows, self._limits(exempt, quota), strict=True)]
         if any(v is None for v in counters):
             await self._seed([p for p, v in zip(plan, counters, strict=True) if v is None], user)
             counters = await self.hot.get_counters(keys)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from budget.stores import HotStore
 
@@ -17,5 +18,17 @@ class RateLimiter:
 
     async def wait_time(self, user: str, now: float) -> int:
         """0 if the message may go on (and counts it), else the whole seconds to wait."""
-        wait = await self.hot.hit(f"pb:{{{user}}}:rl", self.limit, self.window_s, now)
-        return math.ceil(wait) if wait > 0 else 0
+        return _seconds(await self.hot.hit(key(user), self.limit, self.window_s, now))
+
+    async def wait_time_and_read(self, user: str, now: float, keys: Sequence[str]) -> tuple[int, list[int | None]]:
+        """``wait_time``, and the counters ``keys`` read in the same round trip."""
+        wait, values = await self.hot.hit_and_get(key(user), self.limit, self.window_s, now, keys)
+        return _seconds(wait), values
+
+
+def key(user: str) -> str:
+    return f"pb:{{{user}}}:rl"
+
+
+def _seconds(wait: float) -> int:
+    return math.ceil(wait) if wait > 0 else 0

@@ -47,7 +47,17 @@ class HotStore(Protocol):
         """Count one event in a sliding window: 0.0 if allowed, else the seconds to wait."""
         ...
 
-    async def cache_get(self, key: str, now: float) -> str | None: ...
+    async def hit_and_get(
+        self, key: str, limit: int, window_s: float, now: float, keys: Sequence[str]
+    ) -> tuple[float, list[int | None]]:
+        """``hit`` and ``get_counters`` in one round trip: a message's rate-limit event and its
+        budget counters. The counters are read whether or not the event is allowed."""
+        ...
+
+    async def cache_get(self, key: str, now: float, counts: tuple[str, str] | None = None) -> str | None:
+        """A live entry (most recently used from now on), or None. ``counts``: the hit and miss
+        counters, one of which is incremented in the same round trip."""
+        ...
 
     async def cache_put(self, key: str, value: str, ttl_s: float, max_size: int, now: float) -> None: ...
 

@@ -373,15 +373,26 @@ class FailoverHotStore:
 
     async def get_counters(self, keys: Sequence[str]) -> list[int | None]:
         async def on(i: int) -> list[int | None]:
-            values = await self.stores[i].get_counters([self._k(i, k) for k in keys])
-            for key, value in zip(keys, values, strict=True):
-                if value is None:  # Budget.meters seeds it next: a settle that finds it missing waits for that
-                    self._seeding[i].setdefault(key, asyncio.Event())
-                else:
-                    self._seeded(i, key)
-            return values
+            return self._read(i, keys, await self.stores[i].get_counters([self._k(i, k) for k in keys]))
 
         return await self._run(on)
+
+    async def hit_and_get(
+        self, key: str, limit: int, window_s: float, now: float, keys: Sequence[str]
+    ) -> tuple[float, list[int | None]]:
+        async def on(i: int) -> tuple[float, list[int | None]]:
+            wait, values = await self.stores[i].hit_and_get(key, limit, window_s, now, [self._k(i, k) for k in keys])
+            return wait, self._read(i, keys, values)
+
+        return await self._run(on)
+
+    def _read(self, i: int, keys: Sequence[str], values: list[int | None]) -> list[int | None]:
+        for key, value in zip(keys, values, strict=True):
+            if value is None:  # Budget.meters seeds it next: a settle that finds it missing waits for that
+                self._seeding[i].setdefault(key, asyncio.Event())
+            else:
+                self._seeded(i, key)
+        return values
 
     async def seed_counter(self, key: str, value: int, ttl_s: int) -> None:
         async def on(i: int) -> None:
@@ -473,8 +484,11 @@ class FailoverHotStore:
     async def hit(self, key: str, limit: int, window_s: float, now: float) -> float:
         return await self._run(lambda i: self.stores[i].hit(key, limit, window_s, now))
 
-    async def cache_get(self, key: str, now: float) -> str | None:
-        return await self._run(lambda i: self.stores[i].cache_get(key, now))
+    async def cache_get(self, key: str, now: float, counts: tuple[str, str] | None = None) -> str | None:
+        def mapped(i: int) -> tuple[str, str] | None:
+            return None if counts is None else (self._k(i, counts[0]), self._k(i, counts[1]))
+
+        return await self._run(lambda i: self.stores[i].cache_get(key, now, mapped(i)))
 
     async def cache_put(self, key: str, value: str, ttl_s: float, max_size: int, now: float) -> None:
         await self._run(lambda i: self.stores[i].cache_put(key, value, ttl_s, max_size, now))

@@ -23,7 +23,6 @@ class MemoryHotStore:
         self._reservations: dict[str, tuple[float, list[tuple[str, int]]]] = {}
         self._windows: dict[str, deque[float]] = {}
         self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
-        self._once: set[str] = set()
 
     async def get_counters(self, keys: Sequence[str]) -> list[int | None]:
         return [self._counters.get(k) for k in keys]
@@ -67,7 +66,18 @@ class MemoryHotStore:
         events.append(now)
         return 0.0
 
-    async def cache_get(self, key: str, now: float) -> str | None:
+    async def hit_and_get(
+        self, key: str, limit: int, window_s: float, now: float, keys: Sequence[str]
+    ) -> tuple[float, list[int | None]]:
+        return await self.hit(key, limit, window_s, now), await self.get_counters(keys)
+
+    async def cache_get(self, key: str, now: float, counts: tuple[str, str] | None = None) -> str | None:
+        value = self._cache_get(key, now)
+        if counts is not None:
+            await self.incr(counts[value is None])
+        return value
+
+    def _cache_get(self, key: str, now: float) -> str | None:
         entry = self._cache.get(key)
         if entry is None:
             return None
@@ -98,9 +108,10 @@ class MemoryHotStore:
         return self._counters[key]
 
     async def set_once(self, key: str, ttl_s: int) -> bool:
-        if key in self._once:
+        # A counter set to 1, as in Redis and Postgres: get_counters reads it too.
+        if key in self._counters:
             return False
-        self._once.add(key)
+        self._counters[key] = 1
         return True
 
     async def aclose(self) -> None:

@@ -277,7 +277,19 @@ class PostgresHotStore:
 
         return await self._transaction(work)
 
-    async def cache_get(self, key: str, now: float) -> str | None:
+    async def hit_and_get(
+        self, key: str, limit: int, window_s: float, now: float, keys: Sequence[str]
+    ) -> tuple[float, list[int | None]]:
+        # The fallback store: two statements (the Redis store does it in one round trip).
+        return await self.hit(key, limit, window_s, now), await self.get_counters(keys)
+
+    async def cache_get(self, key: str, now: float, counts: tuple[str, str] | None = None) -> str | None:
+        value = await self._cache_get(key, now)
+        if counts is not None:
+            await self.incr(counts[value is None])
+        return value
+
+    async def _cache_get(self, key: str, now: float) -> str | None:
         pool = await self._conn_pool()
         value: str | None = await pool.fetchval(
             f"with used as (update {self._cache} set last_used = nextval('{self._use}')"

@@ -79,6 +79,20 @@ def _score(t: float) -> str:
     return repr(float(t))
 
 
+def _hit_args(limit: int, window_s: float, now: float) -> list[str | int]:
+    if limit < 1:  # the script would let everything through; the memory store fails too
+        raise ValueError(f"a rate limit must allow at least one event per window, not {limit}")
+    member = f"{_score(now)}:{uuid.uuid4().hex[:16]}"  # two events at one instant are two events
+    expire_ms = max(1, math.ceil(window_s * 1000))
+    return [_score(now - window_s), int(limit), _score(now), member, expire_ms]
+
+
+def _wait(oldest: str | None, window_s: float, now: float) -> float:
+    if oldest is None:
+        return 0.0
+    return float(oldest) + window_s - now  # the same arithmetic, in the same order, as the memory store
+
+
 class RedisHotStore:
     """Counters, reservations, the rate limiter and the answer cache in Redis, each step atomic."""
 
@@ -100,6 +114,7 @@ class RedisHotStore:
         self._reserve = self.redis.register_script(_lua("reserve"))
         self._settle = self.redis.register_script(_lua("settle"))
         self._hit = self.redis.register_script(_lua("hit"))
+        self._hit_get = self.redis.register_script(_lua("hit_get"))
         self._cache_get = self.redis.register_script(_lua("cache_get"))
         self._cache_put = self.redis.register_script(_lua("cache_put"))
         self._cache_size = self.redis.register_script(_lua("cache_size"))
@@ -142,19 +157,20 @@ class RedisHotStore:
         await self._settle(keys=keys, args=[reservation_id, *(_whole(v) for v in actual.values())])
 
     async def hit(self, key: str, limit: int, window_s: float, now: float) -> float:
-        if limit < 1:  # the script would let everything through; the memory store fails too
-            raise ValueError(f"a rate limit must allow at least one event per window, not {limit}")
-        member = f"{_score(now)}:{uuid.uuid4().hex[:16]}"  # two events at one instant are two events
-        expire_ms = max(1, math.ceil(window_s * 1000))
-        oldest = await self._hit(
-            keys=[self._k(key)], args=[_score(now - window_s), int(limit), _score(now), member, expire_ms]
-        )
-        if oldest is None:
-            return 0.0
-        return float(oldest) + window_s - now  # the same arithmetic, in the same order, as the memory store
+        oldest = await self._hit(keys=[self._k(key)], args=_hit_args(limit, window_s, now))
+        return _wait(oldest, window_s, now)
 
-    async def cache_get(self, key: str, now: float) -> str | None:
-        value: str | None = await self._cache_get(keys=self._cache_keys(key), args=[_score(now)])
+    async def hit_and_get(
+        self, key: str, limit: int, window_s: float, now: float, keys: Sequence[str]
+    ) -> tuple[float, list[int | None]]:
+        oldest, values = await self._hit_get(
+            keys=[self._k(key), *(self._k(k) for k in keys)], args=_hit_args(limit, window_s, now)
+        )
+        return _wait(oldest or None, window_s, now), [None if v is None else int(v) for v in values]
+
+    async def cache_get(self, key: str, now: float, counts: tuple[str, str] | None = None) -> str | None:
+        keys = self._cache_keys(key) + ([] if counts is None else [self._k(counts[0]), self._k(counts[1])])
+        value: str | None = await self._cache_get(keys=keys, args=[_score(now)])
         return value
 
     async def cache_put(self, key: str, value: str, ttl_s: float, max_size: int, now: float) -> None:

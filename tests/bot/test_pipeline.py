@@ -96,6 +96,8 @@ async def test_warning_at_80_percent_once_per_period_and_cheap_tier(make_bot: An
     assert "2026-12-01 00:00 UTC" in turn.replies[0]
     again = await bot.send("And another question about rainbows, please?")
     assert not any(r.startswith("Heads-up") for r in again.replies)
+    # once warned, the flag read with the rate limit spares the set_once round trip
+    assert again.warned == {"pb:{console:alice}:warned:pb:{console:alice}:usd:month:2026-11"}
 
 
 async def test_block_at_95_percent_says_when_it_resets_and_spends_nothing(make_bot: Any) -> None:

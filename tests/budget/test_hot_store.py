@@ -104,6 +104,39 @@ async def test_sliding_window_edges(hot: HotStore) -> None:
     assert await limiter.wait_time("other", 60.5) == 0
 
 
+async def test_a_rate_limit_hit_reads_counters_in_the_same_step(hot: HotStore) -> None:
+    await hot.seed_counter("pb:{u}:usd:month:2026-11", 1_500, 3600)
+    keys = ["pb:{u}:usd:month:2026-11", "pb:{global}:usd:month:2026-11"]
+    limiter = RateLimiter(hot, per_minute=2)
+    assert await limiter.wait_time_and_read("u", 0.0, keys) == (0, [1_500, None])
+    assert await limiter.wait_time_and_read("u", 10.0, keys) == (0, [1_500, None])
+    await hot.seed_counter("pb:{global}:usd:month:2026-11", 7, 3600)
+    # over the limit: not counted, and the counters are read all the same
+    assert await limiter.wait_time_and_read("u", 20.0, keys) == (40, [1_500, 7])
+    assert await limiter.wait_time_and_read("u", 60.0, []) == (0, [])  # the first event left the window
+    assert await limiter.wait_time("u", 60.0) == 10  # the same log as wait_time's
+
+
+async def test_redis_reads_rate_limit_counters_and_cache_counts_in_one_command_each() -> None:
+    async with redis_namespace(REDIS_URL) as url:
+        store = open_hot_store(url)
+        limiter, cache = RateLimiter(store, per_minute=5), AnswerCache(store, ttl_s=100, max_size=2)
+        await limiter.wait_time_and_read("w", 0.0, [])  # the scripts are loaded (SCRIPT LOAD once)
+        await cache.get("k0", now=0)
+        sent: list[str] = []
+        execute = store.redis.execute_command  # type: ignore[attr-defined]
+
+        async def counting(*args: object, **kw: object) -> object:
+            sent.append(str(args[0]))
+            return await execute(*args, **kw)
+
+        store.redis.execute_command = counting  # type: ignore[attr-defined]
+        await limiter.wait_time_and_read("u", 0.0, ["pb:{u}:a", "pb:{global}:b"])
+        await cache.get("k1", now=1)
+        assert sent == ["EVALSHA", "EVALSHA"]
+        await store.aclose()
+
+
 async def test_cache_ttl_lru_and_stats(hot: HotStore) -> None:
     cache = AnswerCache(hot, ttl_s=100, max_size=2)
     a = CachedAnswer("A", usd("0.000123"), "openai", "gpt-4o-mini")
