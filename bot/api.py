@@ -21,6 +21,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 
 from bot import api_models as m
+from bot.settings import Settings
 from bot.stages import TIER_FOR
 from bot.turn import Deps
 from budget import advice
@@ -50,14 +51,24 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+def admin_token(settings: Settings) -> str:
+    """ADMIN_API_TOKEN, or "" while it is unset (the admin API and the dashboard are off)."""
+    configured = settings.admin_api_token
+    return configured.get_secret_value() if configured is not None else ""
+
+
+def bearer_matches(authorization: str, token: str) -> bool:
+    """Whether an Authorization header is ``Bearer <token>``, compared in constant time."""
+    scheme, _, given = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
 def check_token(request: Request) -> None:
     """Raise 401 unless the request carries the admin token; the secret never enters a reply."""
-    configured = request.app.state.runtime.settings.admin_api_token
-    token = configured.get_secret_value() if configured is not None else ""
+    token = admin_token(request.app.state.runtime.settings)
     if not token:
         raise _unauthorized(OFF)
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+    if not bearer_matches(request.headers.get("authorization", ""), token):
         raise _unauthorized("missing or wrong bearer token")
 
 
@@ -66,7 +77,15 @@ class ExactJSONRequest(Request):
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            self._json = json.loads(await self.body(), parse_float=Decimal, parse_constant=_not_json)
+            body = await self.body()
+            try:
+                self._json = json.loads(body, parse_float=Decimal, parse_constant=_not_json)
+            except json.JSONDecodeError:
+                raise
+            except (ValueError, RecursionError) as error:
+                # Not UTF-8, nested too deep, an integer of thousands of digits: not JSON this API
+                # reads either. As a JSONDecodeError, FastAPI answers the documented 422 (else a 400).
+                raise json.JSONDecodeError(f"unreadable JSON ({type(error).__name__})", "", 0) from None
         return self._json
 
 

@@ -2,9 +2,13 @@
 # The whole suite: install what the tests need, lint, type-check, test. README's second command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Debian packages the tests drive for real: pgbouncer (the transaction-mode pooler Supabase uses).
-if ! command -v pgbouncer >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null
+# Debian packages the tests drive for real: pgbouncer (the transaction-mode pooler Supabase uses)
+# and chromium (the dashboard's browser test; Playwright's own browser download fails offline).
+missing=()
+command -v pgbouncer >/dev/null 2>&1 || missing+=(pgbouncer)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # The Supabase CLI (npm, exact version in package.json), for the `supabase db push` test.
 if command -v npm >/dev/null 2>&1 && [ ! -x node_modules/.bin/supabase ]; then
