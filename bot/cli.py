@@ -225,5 +225,12 @@ def report(
     typer.echo(asyncio.run(go()), nl=False)
 
 
+# The policy simulator and its workloads (bot/simulate_cli.py).
+from bot.simulate_cli import simulate_command, workload_app  # noqa: E402
+
+app.command("simulate")(simulate_command)
+app.add_typer(workload_app, name="workload")
+
+
 def main() -> None:
     app()

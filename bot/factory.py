@@ -61,7 +61,9 @@ def _price(spec: ModelSpec) -> Price | None:
     return Price(**{PRICE_FIELDS[k]: Decimal(v) for k, v in spec.price.items()})
 
 
-def _providers(settings: Settings, catalog: list[ModelSpec], counter: TokenCounter) -> dict[str, Provider]:
+def _providers(
+    settings: Settings, catalog: list[ModelSpec], counter: TokenCounter, clock: Callable[[], datetime]
+) -> dict[str, Provider]:
     wanted = {s.provider for s in catalog}
     made: dict[str, Provider] = {}
     timeout, retries = settings.llm_timeout_s, settings.llm_max_retries
@@ -91,6 +93,7 @@ def _providers(settings: Settings, catalog: list[ModelSpec], counter: TokenCount
                 count_prompt=lambda msgs, model: counter.prompt_tokens([counter.count(m) for m in msgs], model),
                 count_text=counter.count_text,
                 latency_s=settings.simulated_latency_ms / 1000,
+                clock=lambda: clock().timestamp(),  # its prompt-prefix cache expires on the bot's clock
             )
         else:
             raise ValueError(f"MODEL_CATALOG names unknown provider {name!r} (openai, anthropic, simulated)")
@@ -107,9 +110,10 @@ def build(
     """Everything the pipeline needs. Unknown models without a configured price fail here,
     at start-up, not on the first message."""
     counter = counter or TokenCounter()
+    now = clock or (lambda: datetime.now(UTC))
     catalog = catalog_of(settings)
     prices = PriceBook([(s.model, s.price_provider, _price(s)) for s in catalog])
-    made = dict(providers) if providers is not None else _providers(settings, catalog, counter)
+    made = dict(providers) if providers is not None else _providers(settings, catalog, counter, now)
     router = Router(catalog, made, lambda s: prices.worst_case(s.model, 1000, 1000))
     if settings.uses_supabase_rest:
         assert settings.supabase_url and settings.supabase_service_role_key
@@ -157,7 +161,7 @@ def build(
         policy=ContextPolicy(token_cap=settings.context_token_cap),
         system=counter.count(ChatMessage("system", settings.system_prompt)),
         persona=hashlib.sha256(settings.system_prompt.encode()).hexdigest()[:16],
-        clock=clock or (lambda: datetime.now(UTC)),
+        clock=now,
         log=logging.getLogger("pennybot"),
     )
     return Built(deps, catalog, simulated=all(s.provider == "simulated" for s in catalog))

@@ -8,12 +8,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import time
 from collections.abc import Callable, Sequence
 
 from providers.base import ChatMessage, CompletionRequest, CompletionResult, Usage
 
 SUMMARY_MARKER = "Summarize the conversation"
 MARK = "[simulated] "
+
+# OpenAI caches a prompt's prefix by itself once it is 1,024 tokens or more, in steps of 128, and
+# bills the cached tokens at the model's cached-input price. A cached prefix stays "for 5 to 10
+# minutes of inactivity": the short end is used, so the discount is never overstated.
+PREFIX_MIN_TOKENS = 1024
+PREFIX_STEP_TOKENS = 128
+PREFIX_TTL_S = 300.0
 
 _WORDS = (
     "budget",
@@ -61,8 +69,65 @@ _WORDS = (
 )
 
 
+class PrefixCache:
+    """OpenAI's automatic prompt caching, as it is billed: a prompt whose first messages match,
+    exactly, a prefix this model saw within ``ttl_s`` gets that prefix's tokens (from 1,024, in
+    steps of 128) billed as cached input. Matching is by whole messages, so a prefix that ends
+    inside a message counts only up to that message: the discount is never overstated."""
+
+    def __init__(
+        self, *, min_tokens: int = PREFIX_MIN_TOKENS, step: int = PREFIX_STEP_TOKENS, ttl_s: float = PREFIX_TTL_S
+    ) -> None:
+        self.min_tokens = min_tokens
+        self.step = step
+        self.ttl_s = ttl_s
+        self._live: dict[str, dict[int, float]] = {}  # model -> prefix key -> expiry
+        self._stores = 0
+
+    def use(self, model: str, prefixes: Sequence[tuple[int, int]], now: float) -> int:
+        """The cached tokens of a prompt whose message-boundary prefixes are ``prefixes``
+        ((key, tokens so far), shortest first); then remember them, refreshing their expiry."""
+        live = self._live.setdefault(model, {})
+        cached = 0
+        for key, tokens in reversed(prefixes):
+            if tokens < self.min_tokens:
+                break
+            if live.get(key, 0.0) > now:
+                cached = tokens // self.step * self.step
+                break
+        for key, tokens in prefixes:
+            if tokens >= self.min_tokens:
+                live[key] = now + self.ttl_s
+                self._stores += 1
+        if self._stores >= 4096:  # bounded memory: drop what expired
+            self._stores = 0
+            for table in self._live.values():
+                for stale in [k for k, exp in table.items() if exp <= now]:
+                    del table[stale]
+        return cached
+
+
+def prefix_key(before: int, message: ChatMessage) -> int:
+    """The key of a prompt prefix: the prefix before ``message`` (0: none) and ``message``."""
+    return hash((before, message.role, message.name, message.content))
+
+
+def prefix_keys(messages: Sequence[ChatMessage], sizes: Sequence[int]) -> list[tuple[int, int]]:
+    """(key, tokens so far) after each message: the key names the exact messages up to there."""
+    out = []
+    key, total = 0, 0
+    for message, size in zip(messages, sizes, strict=True):
+        key = prefix_key(key, message)
+        total += size
+        out.append((key, total))
+    return out
+
+
 class SimulatedProvider:
-    """Answers instantly (after ``latency_s``) with a reply whose length follows the question."""
+    """Answers instantly (after ``latency_s``) with a reply whose length follows the question,
+    billed as OpenAI bills: usage counted from the real prompt and reply, and a repeated prompt
+    prefix as cached input (``PrefixCache``; Claude models, which cache only at explicit
+    breakpoints, get none). ``clock`` gives epoch seconds (the pipeline's clock)."""
 
     def __init__(
         self,
@@ -71,31 +136,71 @@ class SimulatedProvider:
         count_text: Callable[[str], int],
         latency_s: float = 0.0,
         name: str = "simulated",
+        clock: Callable[[], float] | None = None,
+        prefix_cache: PrefixCache | None = None,
     ) -> None:
         self.name = name
         self._count_prompt = count_prompt
         self._count_text = count_text
         self.latency_s = latency_s
+        self._clock = clock or time.time
+        self.prefix_cache = PrefixCache() if prefix_cache is None else prefix_cache
+        self._sizes: dict[tuple[str, str, str | None, str], int] = {}
 
     async def complete(self, request: CompletionRequest) -> CompletionResult:
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         system = request.messages[0].content if request.messages and request.messages[0].role == "system" else ""
         question = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
-        text = _summary(question) if system.startswith(SUMMARY_MARKER) else MARK + _reply(question)
-        text = self._fit(text, request.max_tokens)
+        if system.startswith(SUMMARY_MARKER):
+            text = self._fit(_summary(question), request.max_tokens)
+        else:
+            text = self.reply(question, request.max_tokens)
+        # Counted message by message (prompt counts add up), so the cached prefix is known too.
+        base = self._count_prompt([], request.model)
+        sizes = [self._size(m, request.model, base) for m in request.messages]
+        cached = 0
+        if not request.model.startswith("claude"):
+            cached = self.prefix_cache.use(request.model, prefix_keys(request.messages, sizes), self._clock())
         usage = Usage(
-            input_tokens=self._count_prompt(request.messages, request.model),
+            input_tokens=base + sum(sizes),
             output_tokens=self._count_text(text),
+            cache_read_tokens=cached,
         )
         return CompletionResult(text, usage, self.name, request.model, simulated=True)
 
+    def _size(self, message: ChatMessage, model: str, base: int) -> int:
+        # A conversation's messages come back in every prompt: count each once (a memo bounded to
+        # 4,096 messages of at most 2,000 characters, about 8 MB).
+        if len(message.content) > 2000:
+            return self._count_prompt([message], model) - base
+        key = (model, message.role, message.name, message.content)
+        size = self._sizes.get(key)
+        if size is None:
+            size = self._count_prompt([message], model) - base
+            if len(self._sizes) >= 4096:
+                self._sizes.clear()
+            self._sizes[key] = size
+        return size
+
+    def reply(self, question: str, max_tokens: int) -> str:
+        """The answer this provider gives to ``question`` (whatever the history), cut at max_tokens."""
+        return self._fit(MARK + _reply(question), max_tokens)
+
     def _fit(self, text: str, max_tokens: int) -> str:
-        # A real model stops at max_tokens; so does this one, by whole words.
+        # A real model stops at max_tokens; so does this one, by whole words: the most words (at
+        # least one) that fit, found by halving rather than one word at a time.
+        if self._count_text(text) <= max_tokens:
+            return text
         words = text.split(" ")
-        while len(words) > 1 and self._count_text(" ".join(words)) > max_tokens:
-            words = words[: max(1, min(len(words) - 1, max_tokens))]
-        return " ".join(words)
+        lo, hi = 1, min(len(words) - 1, max_tokens)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self._count_text(" ".join(words[:mid])) <= max_tokens:
+                lo = mid
+            else:
+                hi = mid - 1
+        return " ".join(words[:lo])
 
     async def aclose(self) -> None:
         return None

@@ -1,0 +1,295 @@
+"""The policy simulator: prefix-cache billing, exact baselines, budgets across a month's end, the
+CLI, and the targets on the shipped workload."""
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.settings import load_settings
+from bot.simulate import report, simulate
+from bot.workloads import Workload, WorkloadMessage, write_jsonl
+from budget.money import quantize
+from budget.tokens import TokenCounter
+from providers.base import ChatMessage, CompletionRequest, Usage
+from providers.simulated import SimulatedProvider
+from tests.conftest import Bot
+
+SHIPPED = Path(__file__).parents[2] / "workloads" / "month-1k.jsonl.gz"
+SYSTEM = "You are pennybot, a helpful assistant. Answer clearly and briefly."
+M = Decimal(1_000_000)
+# List prices, dollars per million tokens (input, cached input, output).
+GPT_4O_MINI = (Decimal("0.15"), Decimal("0.075"), Decimal("0.60"))
+GPT_41 = (Decimal("2"), Decimal("0.50"), Decimal("8"))
+
+
+def by_hand(price: tuple[Decimal, Decimal, Decimal], tokens_in: int, out: int, cached: int = 0) -> Decimal:
+    inp, read, output = price
+    return ((tokens_in - cached) * inp + cached * read + out * output) / M
+
+
+def size(counter: TokenCounter, text: str) -> int:
+    """A message's share of an OpenAI prompt: 3 framing tokens, the role (1 token), the content."""
+    return 3 + 1 + counter.count_text(text)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1_790_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+# -- prefix-cache billing ----------------------------------------------------------------------
+
+
+async def test_a_repeated_prefix_is_billed_as_cached_input(counter: TokenCounter) -> None:
+    clock = FakeClock()
+    provider = SimulatedProvider(
+        count_prompt=lambda msgs, model: counter.prompt_tokens([counter.count(m) for m in msgs], model),
+        count_text=counter.count_text,
+        clock=clock,
+    )
+    system = ChatMessage("system", "Answer as a patient tutor. " + "Be concise and precise. " * 260)
+    first = [system, ChatMessage("user", "What is a prime number?")]
+    s0, s1 = size(counter, system.content), size(counter, first[1].content)
+    assert s0 >= 1024
+
+    async def usage(messages: list[ChatMessage], model: str = "gpt-4o-mini") -> Usage:
+        return (await provider.complete(CompletionRequest(model, messages, 200))).usage
+
+    one = await usage(first)
+    assert (one.input_tokens, one.cache_read_tokens) == (3 + s0 + s1, 0)  # nothing seen yet
+    again = await usage(first)
+    assert again.cache_read_tokens == (s0 + s1) // 128 * 128  # whole messages, in steps of 128
+    # A follow-up shares the previous prompt, up to its last message.
+    answer = ChatMessage("assistant", provider.reply(first[1].content, 200))
+    follow = [*first, answer, ChatMessage("user", "And 91?")]
+    three = await usage(follow)
+    assert three.cache_read_tokens == (s0 + s1) // 128 * 128
+    assert three.input_tokens == 3 + s0 + s1 + size(counter, answer.content) + size(counter, "And 91?")
+    # Billed exactly: cached tokens at the cached-input price.
+    from budget.pricing import PriceBook
+
+    book = PriceBook([("gpt-4o-mini", "openai", None), ("claude-haiku-4-5", "anthropic", None)])
+    assert book.cost("gpt-4o-mini", three) == quantize(
+        by_hand(GPT_4O_MINI, three.input_tokens, three.output_tokens, three.cache_read_tokens)
+    )
+    # Another model has its own cache; after 5 idle minutes the prefix is gone.
+    assert (await usage(follow, "gpt-4.1")).cache_read_tokens == 0
+    clock.t += 301
+    assert (await usage(follow)).cache_read_tokens == 0
+    # Claude caches only at explicit breakpoints (pennybot sets none); short prompts never.
+    assert (await usage(first, "claude-haiku-4-5")).cache_read_tokens == 0
+    assert (await usage(first, "claude-haiku-4-5")).cache_read_tokens == 0
+    short = [ChatMessage("system", "Be brief."), ChatMessage("user", "hi")]
+    await usage(short)
+    assert (await usage(short)).cache_read_tokens == 0
+
+
+async def test_the_pipeline_records_cached_input_on_the_bots_clock(make_bot: Any) -> None:
+    long_system = "You are a patient tutor. " + "Explain with care and check each step. " * 150
+    bot: Bot = await make_bot(
+        system_prompt=long_system, model_catalog=[{"provider": "simulated", "model": "gpt-4o-mini", "tier": "cheap"}]
+    )
+    await bot.send("What is a prime number?")
+    bot.clock.advance(seconds=40)
+    turn = await bot.send("And is 91 one?")
+    row = (await bot.deps.db.requests(bot.clock.now - timedelta(days=1), bot.clock.now + timedelta(days=1)))[-1]
+    assert row.usage.cache_read_tokens > 1024 and row.usage.cache_read_tokens % 128 == 0
+    assert row.cost == quantize(
+        by_hand(GPT_4O_MINI, row.usage.input_tokens, row.usage.output_tokens, row.usage.cache_read_tokens)
+    )
+    assert turn.usage == row.usage
+    bot.clock.advance(minutes=6)
+    await bot.send("And 97?")
+    last = (await bot.deps.db.requests(bot.clock.now - timedelta(days=1), bot.clock.now + timedelta(days=1)))[-1]
+    assert last.usage.cache_read_tokens == 0  # expired on the bot's clock, not the wall clock
+
+
+# -- exact figures on a tiny workload ----------------------------------------------------------
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+TINY = [
+    WorkloadMessage(T0, "1", "telegram", "What is the capital of France?"),
+    WorkloadMessage(
+        T0 + timedelta(seconds=30), "1", "telegram", "Compare Python and Go for a web backend, with pros and cons."
+    ),
+    WorkloadMessage(T0 + timedelta(seconds=60), "2", "telegram", "what is the capital of france?"),
+    WorkloadMessage(T0 + timedelta(seconds=90), "2", "telegram", "What is the capital of France"),
+    WorkloadMessage(T0 + timedelta(seconds=95), "2", "telegram", "", "photo"),
+]
+
+
+async def test_naive_and_plain_baselines_by_hand(counter: TokenCounter) -> None:
+    result = await simulate(load_settings(None), TINY, counter=counter)
+    reply = SimulatedProvider(count_prompt=lambda m, model: 0, count_text=counter.count_text).reply
+    q = [m.text for m in TINY[:4]]
+    r = [reply(text, 1024) for text in q]
+    out = [counter.count_text(x) for x in r]
+    sys_ = size(counter, SYSTEM)
+    s = [size(counter, x) for x in q]
+    a = [size(counter, x) for x in r]
+    # Naive: gpt-4.1 with the whole conversation; every prompt is under 1,024 tokens (no prefix cache).
+    naive = (
+        by_hand(GPT_41, 3 + sys_ + s[0], out[0])
+        + by_hand(GPT_41, 3 + sys_ + s[0] + a[0] + s[1], out[1])
+        + by_hand(GPT_41, 3 + sys_ + s[2], out[2])
+        + by_hand(GPT_41, 3 + sys_ + s[2] + a[2] + s[3], out[3])
+    )
+    assert result.naive.cost == naive and result.naive.calls == 4
+    # Plain: cheap for the simple question, premium for the complex one; user 2's first question is
+    # the same lowercased (a cache hit, whose answer joins the history); the one without "?" is not.
+    plain = (
+        by_hand(GPT_4O_MINI, 3 + sys_ + s[0], out[0])
+        + by_hand(GPT_41, 3 + sys_ + s[0] + a[0] + s[1], out[1])
+        + by_hand(GPT_4O_MINI, 3 + sys_ + s[2] + a[0] + s[3], out[3])
+    )
+    assert result.plain.cost == plain
+    assert (result.plain.calls, result.plain.cache_hits, result.plain.answered) == (3, 1, 4)
+    # pennybot: both of user 2's spellings are served from the cache (normalized, self-contained).
+    pb = result.pennybot
+    assert (pb.calls, pb.cache_hits, pb.answered, result.messages) == (2, 2, 4, 5)
+    assert pb.by_model.keys() == {"gpt-4o-mini", "gpt-4.1"}
+    data = report(result, "tiny")
+    assert data["cost_usd"] == str(pb.cost)
+    assert data["cost_per_message_usd"] == str(quantize(pb.cost / 5))
+    assert data["cache_hit_rate"] == 0.5
+    assert Decimal(data["baselines"]["naive"]["cost_usd"]) == naive
+    assert data["limits_passed"] == [] and data["out_of_order"] == 0
+
+
+async def test_pennybot_cost_is_its_ledger(counter: TokenCounter) -> None:
+    """Every figure comes from the ai_request rows the pipeline wrote, priced at list prices."""
+    settings = load_settings(None, database_url="memory://")
+    result = await simulate(settings, TINY[:2], counter=counter)
+    [(n1, c1)] = [v for k, v in result.pennybot.by_model.items() if k == "gpt-4o-mini"]
+    [(n2, c2)] = [v for k, v in result.pennybot.by_model.items() if k == "gpt-4.1"]
+    assert (n1, n2) == (1, 1)
+    assert result.pennybot.cost == c1 + c2
+    assert result.pennybot.input_tokens + result.pennybot.output_tokens > 0
+
+
+async def test_budgets_roll_over_at_the_month_and_are_never_passed(counter: TokenCounter) -> None:
+    # A user whose monthly budget covers a few answers, near the end of October, then in November.
+    start = datetime(2026, 10, 31, 22, 0, tzinfo=UTC)
+    messages = [
+        WorkloadMessage(start + timedelta(minutes=2 * i), "9", "whatsapp", f"What is the capital of country {i}?")
+        for i in range(40)
+    ] + [WorkloadMessage(datetime(2026, 11, 1, 9, 0, tzinfo=UTC), "9", "whatsapp", "What is the capital of Peru?")]
+    settings = load_settings(None, user_monthly_limit=Decimal("0.0008"), global_monthly_limit=Decimal("5"))
+    result = await simulate(settings, messages, counter=counter)
+    pb = result.pennybot
+    assert result.limits_passed == []
+    assert pb.users_warned == {"whatsapp:9"} and pb.users_blocked == {"whatsapp:9"}
+    # Refused at the gate (95 %) or when not even a minimal reply's worst case fits what is left.
+    refusals = result.outcomes.get("budget: blocked user month", 0) + result.outcomes["answer: over budget"]
+    assert pb.refused == refusals > 0
+    assert pb.month_spend["2026-10"] <= Decimal("0.0008") and pb.month_spend["2026-11"] > 0  # answered again
+    assert result.plain.users_blocked == {"whatsapp:9"}  # the plain bot blocks at 95 % of what it spent
+
+
+async def test_the_bots_budget_is_never_passed(counter: TokenCounter) -> None:
+    start = datetime(2026, 11, 5, 10, 0, tzinfo=UTC)
+    messages = [
+        WorkloadMessage(start + timedelta(seconds=20 * i), str(i % 7), "telegram", f"How do I learn topic {i}?")
+        for i in range(60)
+    ]
+    settings = load_settings(None, global_monthly_limit=Decimal("0.01"), user_monthly_limit=None)
+    result = await simulate(settings, messages, counter=counter)
+    data = report(result, "x")
+    assert result.limits_passed == []
+    assert 0.8 <= data["global_budget_peak"] <= 1
+    assert result.outcomes.get("answer: cache only", 0) > 0  # the ladder's last step was reached
+    assert data["baselines"]["naive"]["global_budget_peak"] > 1  # no limits: it overspends
+
+
+# -- the CLI -----------------------------------------------------------------------------------
+
+
+def cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    return subprocess.run(
+        [sys.executable, "-c", "from bot.cli import main; main()", *args],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=clean | env,
+    )  # fmt: skip
+
+
+def test_simulate_json_keys_and_forced_simulation(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.jsonl"
+    write_jsonl(TINY, path)
+    # Keys set: the simulator must still never call a real LLM (the guard would not stop a subprocess).
+    done = cli(tmp_path, "simulate", "--workload", str(path), "--format", "json",
+               OPENAI_API_KEY="sk-must-not-be-used", ANTHROPIC_API_KEY="sk-ant-nope",
+               DATABASE_URL=f"sqlite:///{tmp_path}/prod.db")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    for key in ("messages", "ai_calls", "cost_usd", "cost_per_message_usd", "cache_hit_rate", "users_warned",
+                "users_blocked"):  # fmt: skip
+        assert key in data
+    assert data["baselines"]["naive"]["cost_usd"] and data["baselines"]["plain"]["cost_usd"]
+    assert data["messages"] == 5 and data["provider"].startswith("simulated (forced")
+    assert all(m.startswith("simulated/") for m in data["models"])
+    # Both keys set: the catalog has OpenAI's and Anthropic's models, each billed at its own prices.
+    assert any("claude" in m and "billed as anthropic" in m for m in data["models"])
+    assert not (tmp_path / "prod.db").exists()  # the configured database was left alone
+
+
+def test_simulate_table_and_errors(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.jsonl"
+    write_jsonl(TINY, path)
+    done = cli(tmp_path, "simulate", "--workload", str(path))
+    assert done.returncode == 0, done.stderr
+    assert "pennybot simulate" in done.stdout and "cost per message" in done.stdout
+    assert "limits passed: none" in done.stdout and "simulated (forced" in done.stdout
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"ts": "2026-11-01T00:00:00Z"}\n')
+    done = cli(tmp_path, "simulate", "--workload", str(bad))
+    assert done.returncode == 2 and done.stderr.strip() == f"pennybot: {bad}:1: 'user' is missing or not a string"
+
+
+def test_workload_generate_command(tmp_path: Path) -> None:
+    done = cli(tmp_path, "workload", "generate", "--users", "20", "--messages", "300", "--seed", "5",
+               "--out", "w.jsonl")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "300 messages from 20 users over 2026-11 written to w.jsonl"
+    assert len(list(Workload(tmp_path / "w.jsonl"))) == 300
+    done = cli(tmp_path, "workload", "generate", "--users", "20", "--messages", "10", "--out", "w.jsonl")
+    assert done.returncode == 2 and "--messages must be at least --users" in done.stderr
+
+
+# -- the targets on the shipped workload -------------------------------------------------------
+
+
+def slice_of_shipped() -> list[WorkloadMessage]:
+    """A deterministic tenth of the shipped workload: every user whose number ends in 0 (one of
+    them heavy), all of their messages. The full month takes longer than the suite allows."""
+    return [m for m in Workload(SHIPPED) if m.user.endswith("0")]
+
+
+@pytest.fixture(scope="module")
+def shipped_result() -> Any:
+    import asyncio
+
+    settings = load_settings(Path(__file__).parents[2] / "workloads" / "month-1k.env")
+    return report(asyncio.run(simulate(settings, slice_of_shipped())), "slice")
+
+
+def test_shipped_workload_keeps_every_limit_and_beats_naive(shipped_result: dict[str, Any]) -> None:
+    data = shipped_result
+    assert data["limits_passed"] == []
+    assert data["users_warned"] >= 1  # a heavy user reaches 80 % of the monthly limit
+    assert data["vs_naive"] <= 0.10
+
+
+@pytest.mark.xfail(strict=True, reason="not met by the current pipeline; see BENCHMARKS.md (policy simulator)")
+def test_shipped_workload_cost_targets(shipped_result: dict[str, Any]) -> None:
+    assert Decimal(shipped_result["cost_per_message_usd"]) < Decimal("0.0005")
+    assert shipped_result["vs_plain"] <= 0.75
