@@ -7,11 +7,13 @@ text, so ``0.1`` is exactly one dime (bot.api parses request bodies with ``parse
 
 from __future__ import annotations
 
+import math
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 
 def _text(amount: Decimal) -> str:
@@ -23,10 +25,51 @@ def _text(amount: Decimal) -> str:
 
 # Out: a Decimal as exact text.
 Exact = Annotated[Decimal, PlainSerializer(_text, return_type=str, when_used="json")]
-# In: dollars to the nano-dollar; the bound keeps nano-dollars inside a signed 64-bit counter.
-Amount = Annotated[Decimal, Field(ge=0, le=1_000_000_000, decimal_places=9, allow_inf_nan=False)]
-TokenCount = Annotated[int, Field(ge=0, le=10**15)]
-USER_KEY = r"^[a-z][a-z0-9_]*:[^\s:]+$"
+# In: dollars to the nano-dollar; the bound keeps nano-dollars inside a signed 64-bit counter. As text,
+# exactly what the schema's pattern says (pydantic's own pattern for decimals allows "-5" and "1e12",
+# which are then refused: a schema promising more than the API takes).
+AMOUNT_TEXT = r"^\+?0*(\d{1,9}(\.\d{0,9}0*)?|\.\d{1,9}0*)$"
+
+
+def _amount_text(value: object) -> object:
+    if isinstance(value, str) and not re.fullmatch(AMOUNT_TEXT, value):
+        raise ValueError("an amount in dollars: digits, at most 9 after the point, below 1000000000")
+    return value
+
+
+Amount = Annotated[
+    Decimal,
+    BeforeValidator(_amount_text),
+    Field(ge=0, lt=1_000_000_000, decimal_places=9, allow_inf_nan=False),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "exclusiveMaximum": 1_000_000_000},
+                {"type": "string", "pattern": AMOUNT_TEXT},
+            ]
+        }
+    ),
+]
+
+
+def _json_integer(value: object) -> object:
+    """A JSON integer, as the schema says: ``5`` or ``5.0`` or ``5e0`` (JSON Schema's integers), not
+    ``"5"`` or ``true`` (pydantic's lax mode takes both)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise ValueError("a whole number")
+    if isinstance(value, float | Decimal) and math.isfinite(value) and value == int(value):
+        return int(value)
+    return value
+
+
+TokenCount = Annotated[
+    int,
+    BeforeValidator(_json_integer),
+    Field(ge=0, le=10**15),
+    WithJsonSchema({"type": "integer", "minimum": 0, "maximum": 10**15}),
+]
+# No control characters: a NUL would reach Postgres, which refuses it in text (a 500, not a 422).
+USER_KEY = r"^[a-z][a-z0-9_]*:[^\s:\x00-\x1f\x7f]+$"
 UserKey = Annotated[str, Field(pattern=USER_KEY, max_length=200, examples=["telegram:123"])]
 
 

@@ -44,6 +44,10 @@ class Dispatcher:
         # the sweep then re-sends or only marks done, and never pays for an answer twice.
         self._answered: dict[tuple[str, str], list[str]] = {}
         self._sent: set[tuple[str, str]] = set()
+        # Messages this process is working on now. A lease can run out under it (the database was
+        # down, so it could not be renewed); the sweep must not then start the same message again
+        # here, which would answer, pay and reply twice.
+        self._working: set[tuple[str, str]] = set()
 
     @property
     def db(self) -> Any:
@@ -73,6 +77,9 @@ class Dispatcher:
         deps = self.pipeline.deps
         replier = self.repliers[inbound.channel]
         key = (inbound.channel, inbound.message_id)
+        if key in self._working:
+            return
+        self._working.add(key)
         renewing = asyncio.create_task(self._renew(inbound))
         try:
             replies = self._answered.get(key, replies)
@@ -92,6 +99,7 @@ class Dispatcher:
             log.exception("message %s:%s failed; it stays in the inbox", inbound.channel, inbound.message_id)
         finally:
             renewing.cancel()
+            self._working.discard(key)
 
     async def _renew(self, inbound: Inbound) -> None:
         """Hold the lease while the message is worked on, so no other process takes it over."""

@@ -13,10 +13,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,6 +27,7 @@ from bot import metrics
 from bot.api import cost_router
 from bot.channels import telegram as tg
 from bot.channels import whatsapp as wa
+from bot.dashboard import dashboard_router
 from bot.dispatch import Dispatcher
 from bot.factory import Built, build, close
 from bot.jobs import Scheduler
@@ -31,6 +35,7 @@ from bot.logs import protect, secrets_of
 from bot.metrics import metrics_router
 from bot.pipeline import Pipeline
 from bot.settings import Settings
+from bot.usage import UsageRecorder
 
 log = logging.getLogger("pennybot.server")
 
@@ -72,6 +77,22 @@ class BodyLimit:
             return {"type": "http.request", "body": bytes(body), "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON escaped to ASCII. A validation error echoes the input, and JSON text may carry a lone
+    surrogate (``"\\ud800"``) that UTF-8 cannot encode: FastAPI's own 422 then fails with a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+async def _invalid(_: Request, error: Exception) -> Response:
+    """The 422 of a request that failed validation, for any input. Decimals echo as their text: as
+    numbers, ``1e5000`` became a 5,001-digit int that json refuses to write (a 500)."""
+    assert isinstance(error, RequestValidationError)
+    detail = jsonable_encoder(error.errors(), custom_encoder={Decimal: str})
+    return AsciiJSONResponse({"detail": detail}, status_code=422)
 
 
 async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
@@ -158,6 +179,8 @@ def create_app(settings: Settings, built: Built | None = None) -> FastAPI:
             _whatsapp_replier(settings, runtime)
         resumed = await runtime.dispatcher.resume()
         sweeper = asyncio.create_task(runtime.dispatcher.sweep(settings.inbox_sweep_s))
+        usage = UsageRecorder(built.deps.db, built.deps.clock)
+        metering = asyncio.create_task(usage.run())
         jobs = Scheduler.from_deps(built.deps, runtime.telegram.bot if runtime.telegram is not None else None)
         jobs.start()
         log.warning(
@@ -170,6 +193,7 @@ def create_app(settings: Settings, built: Built | None = None) -> FastAPI:
             yield
         finally:
             sweeper.cancel()
+            metering.cancel()
             await jobs.shutdown(settings.shutdown_grace_s)
             left = await runtime.dispatcher.drain(settings.shutdown_grace_s)
             if left:
@@ -179,13 +203,16 @@ def create_app(settings: Settings, built: Built | None = None) -> FastAPI:
             replier = runtime.dispatcher.repliers.get("whatsapp")
             if isinstance(replier, wa.WhatsAppReplier):
                 await replier.aclose()
+            await usage.record()  # the last window, before the database closes
             await close(built.deps)
 
     app = FastAPI(title="pennybot", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.runtime = runtime
     app.include_router(cost_router(runtime))
+    app.include_router(dashboard_router(runtime))
     app.include_router(metrics_router())
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_exception_handler(RequestValidationError, _invalid)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

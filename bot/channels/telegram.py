@@ -17,6 +17,7 @@ from telegram import Bot, Message, Update
 from telegram.constants import ChatAction, MessageEntityType
 from telegram.error import ChatMigrated, Forbidden, RetryAfter, TelegramError
 
+from bot.channels import storable
 from bot.split import split_message
 from bot.turn import Inbound
 from budget.stores import Database
@@ -44,7 +45,7 @@ def inbound_of(update: Update, bot_id: int, bot_username: str, group_mode: str) 
         if not _addressed(msg, bot_id, bot_username):
             return None
         text = text.replace(f"@{bot_username}", "").strip()
-    return Inbound("telegram", str(msg.chat.id), str(msg.from_user.id), str(update.update_id), text, kind)
+    return Inbound("telegram", str(msg.chat.id), str(msg.from_user.id), str(update.update_id), storable(text), kind)
 
 
 def _addressed(msg: Message, bot_id: int, bot_username: str) -> bool:

@@ -18,6 +18,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
 from bot import metrics
+from bot.channels import storable
 from bot.split import split_message
 from bot.turn import Inbound
 from budget.stores import Database
@@ -35,7 +36,7 @@ class BadForm(ValueError):
 
 def inbound_of(form: Mapping[str, str]) -> Inbound:
     """The message a Twilio WhatsApp webhook carries; media messages keep their kind."""
-    sid, sender = form.get("MessageSid"), form.get("From")
+    sid, sender = storable(form.get("MessageSid") or ""), storable(form.get("From") or "")
     if not sid or not sender:
         raise BadForm("MessageSid and From are required")
     try:
@@ -49,7 +50,7 @@ def inbound_of(form: Mapping[str, str]) -> Inbound:
     else:
         kind = "text"
     number = sender.removeprefix("whatsapp:")
-    return Inbound("whatsapp", sender, number, sid, form.get("Body") or "", kind)
+    return Inbound("whatsapp", sender, number, sid, storable(form.get("Body") or ""), kind)
 
 
 def twilio_client(account_sid: str, auth_token: str, base_url: str | None) -> Client:

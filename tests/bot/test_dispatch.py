@@ -1,7 +1,9 @@
 """The inbox's life cycle through the Dispatcher, in process."""
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
 from typing import Any
 
 from bot.dispatch import Dispatcher
@@ -56,3 +58,25 @@ async def test_drain_reports_messages_still_running(make_bot: Any) -> None:
     assert await dispatcher.drain(0.05) == 1
     assert not dispatcher.accepting
     assert [i.message_id for i in await bot.deps.db.open_inbox()] == ["slow"]  # finished after the restart
+
+
+async def test_a_message_whose_lease_ran_out_while_this_process_works_on_it_is_not_started_twice(
+    make_bot: Any,
+) -> None:
+    # The lease can run out under a running message (the database was down, so it was not renewed);
+    # the sweep takes it back, but this process is still on it: one answer, one call, one reply.
+    bot: Bot = await make_bot(simulated_latency_ms=300)
+    replier = Recording()
+    dispatcher = Dispatcher(bot.pipeline, {"console": replier})
+    inbound = Inbound("console", "a", "a", "busy", "a question that takes a while")
+    assert await dispatcher.claim(inbound)
+    dispatcher.spawn(dispatcher.run(inbound))
+    await asyncio.sleep(0.05)  # the model call is under way
+    bot.clock.advance(seconds=61)  # INBOX_LEASE_S=60 ran out, unrenewed
+    assert await dispatcher.resume() == 1  # taken back from the store...
+    assert await dispatcher.drain(5) == 0
+    assert [m for m, _ in replier.sent] == ["busy"]  # ...but answered and sent once
+    now = bot.clock.now
+    rows = await bot.deps.db.requests(now - timedelta(days=1), now + timedelta(days=1))
+    assert [r.message_id for r in rows] == ["busy"]
+    assert await bot.deps.db.open_inbox() == []
