@@ -1,8 +1,11 @@
 """The Postgres store (``postgresql://...``): a Supabase project's database or any Postgres.
 
-asyncpg with a pool and no prepared-statement cache, so it works through Supabase's
-transaction-mode pooler (pgbouncer) as well as on a direct connection. ``?schema=NAME`` in the
-URL puts every table in that schema. Money is NUMERIC: Decimal in, Decimal out.
+asyncpg with a pool. On a direct connection each statement is prepared once per connection and
+then one round trip; behind a transaction-mode pooler (pgbouncer, Supabase's on port 6543), where
+a prepared statement does not outlive its transaction, the cache is off and each is two.
+``?statement_cache=off`` (or ``on``) in the URL overrides the guess from the port.
+``?schema=NAME`` in the URL puts every table in that schema. Money is NUMERIC: Decimal in,
+Decimal out. Each method is one statement where it can be: one round trip, atomic on its own.
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ _AI_COLUMNS = (
     " cost_usd, saved_usd, latency_ms, error, reason"
 )
 _MIGRATION_LOCK = 0x70656E6E79  # "penny": one migrating process at a time
+# Supabase's transaction-mode pooler, and pgbouncer's default port: no prepared statement survives
+# a transaction there. A pooler on another port needs ``?statement_cache=off``.
+_POOLER_PORTS = frozenset({6543, 6432})
+_STATEMENT_CACHE_SIZE = 100  # asyncpg's default
+_SWITCH = {"on": True, "off": False}
 
 
 def migrations() -> list[tuple[str, str]]:
@@ -47,10 +55,40 @@ def migrations() -> list[tuple[str, str]]:
 
 
 def _split_url(url: str) -> tuple[str, str | None]:
+    """The URL for asyncpg (pennybot's own parameters taken out) and the ``schema`` parameter."""
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
     schema = query.pop("schema", None)
+    query.pop("statement_cache", None)  # not a server setting: asyncpg would send it as one
     return urlunsplit(parts._replace(query=urlencode(query))), schema
+
+
+def uses_statement_cache(url: str) -> bool:
+    """Whether prepared statements may be cached on the connections of ``url``: ``?statement_cache=``
+    if given, else not when a port is a transaction-mode pooler's (every host of a multi-host URL)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    if "statement_cache" in query:
+        value = query["statement_cache"].lower()
+        if value not in _SWITCH:
+            raise ValueError(f"statement_cache must be on or off, not {value!r}")
+        return _SWITCH[value]
+    hosts = parts.netloc.rpartition("@")[2].split(",")
+    ports = [h.rpartition(":")[2] for h in hosts if ":" in h.rpartition("]")[2]]
+    ports += query.get("port", "").split(",")
+    return not any(p.strip().isdigit() and int(p) in _POOLER_PORTS for p in ports)
+
+
+async def _keep_session(conn: Any) -> None:
+    """The pool's reset on release, in place of asyncpg's (``pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL``, one round trip every time a connection goes back to the pool).
+
+    asyncpg still rolls back a transaction left open. The rest has nothing to undo, because this
+    store's pool (its own; no other code gets its connections) never leaves session state
+    behind: the only advisory lock is ``pg_advisory_xact_lock`` (released at commit), the only SET
+    is ``set local`` (this transaction only), and it never LISTENs, declares a cursor or makes a
+    temporary table. Keep it so, or go back to asyncpg's reset.
+    """
 
 
 class PostgresDatabase:
@@ -59,6 +97,7 @@ class PostgresDatabase:
     scheme = "postgresql"
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        self.statement_cache = uses_statement_cache(url)
         self.url, self.schema = _split_url(url)
         if self.schema is not None and not self.schema.isidentifier():
             raise ValueError(f"schema must be a plain identifier, not {self.schema!r}")
@@ -73,8 +112,9 @@ class PostgresDatabase:
             import asyncpg
 
             self._pool = await asyncpg.create_pool(
-                self.url, min_size=self._min, max_size=self._max, statement_cache_size=0
-            )
+                self.url, min_size=self._min, max_size=self._max,
+                statement_cache_size=_STATEMENT_CACHE_SIZE if self.statement_cache else 0, reset=_keep_session,
+            )  # fmt: skip
         return self._pool
 
     async def migrate(self) -> None:
@@ -203,35 +243,36 @@ class PostgresDatabase:
     async def add_turns(
         self, user_key: str, turns: Sequence[tuple[str, str, int, int]], now: datetime
     ) -> list[StoredTurn]:
+        if not turns:
+            return []
         pool = await self._conn_pool()
-        async with pool.acquire() as conn, conn.transaction():
-            stored = []
-            for role, content, tokens, size in turns:
-                new_id = await conn.fetchval(
-                    f"insert into {self.s}messages (user_key, role, content, tokens, size, created_at)"
-                    " values ($1, $2, $3, $4, $5, $6) returning id",
-                    user_key, role, content, tokens, size, now,
-                )  # fmt: skip
-                stored.append(StoredTurn(new_id, role, content, tokens, size))
-        return stored
+        roles, contents, tokens, sizes = (list(column) for column in zip(*turns, strict=True))
+        # One statement, so all the turns or none (as a transaction would) in one round trip. Rows
+        # are inserted in the given order, so their identity ids rise in it: sorted, they pair up.
+        rows = await pool.fetch(
+            f"insert into {self.s}messages (user_key, role, content, tokens, size, created_at)"
+            " select $1, t.role, t.content, t.tokens, t.size, $6"
+            " from unnest($2::text[], $3::text[], $4::integer[], $5::integer[]) with ordinality"
+            " as t(role, content, tokens, size, n) order by t.n returning id",
+            user_key, roles, contents, tokens, sizes, now,
+        )  # fmt: skip
+        ids = sorted(r["id"] for r in rows)
+        return [StoredTurn(i, *turn) for i, turn in zip(ids, turns, strict=True)]
 
     async def fold(
         self, user_key: str, turn_ids: Sequence[int], summary: tuple[str, int, int], now: datetime
     ) -> StoredTurn:
         content, tokens, size = summary
         pool = await self._conn_pool()
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                f"update {self.s}messages set folded = true"
-                " where user_key = $1 and (role = 'summary' or id = any($2::bigint[]))"
-                " and not folded",
-                user_key, list(turn_ids),
-            )  # fmt: skip
-            new_id = await conn.fetchval(
-                f"insert into {self.s}messages (user_key, role, content, tokens, size, created_at)"
-                " values ($1, 'summary', $2, $3, $4, $5) returning id",
-                user_key, content, tokens, size, now,
-            )  # fmt: skip
+        # One statement, atomic as a transaction: the update (in a CTE) and the insert see the same
+        # snapshot, so the new summary is never among the rows marked folded.
+        new_id = await pool.fetchval(
+            f"with folded as (update {self.s}messages set folded = true"
+            " where user_key = $1 and (role = 'summary' or id = any($2::bigint[])) and not folded)"
+            f" insert into {self.s}messages (user_key, role, content, tokens, size, created_at)"
+            " values ($1, 'summary', $3, $4, $5, $6) returning id",
+            user_key, list(turn_ids), content, tokens, size, now,
+        )  # fmt: skip
         return StoredTurn(new_id, "summary", content, tokens, size)
 
     async def reset_conversation(self, user_key: str) -> int:

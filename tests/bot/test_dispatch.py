@@ -80,3 +80,25 @@ async def test_a_message_whose_lease_ran_out_while_this_process_works_on_it_is_n
     rows = await bot.deps.db.requests(now - timedelta(days=1), now + timedelta(days=1))
     assert [r.message_id for r in rows] == ["busy"]
     assert await bot.deps.db.open_inbox() == []
+
+
+async def test_replies_are_stored_before_they_are_sent_and_done_only_after(make_bot: Any) -> None:
+    # Why answer_inbox and finish_inbox stay two writes around the send: one write before it would
+    # lose the replies in a crash before the send; one after it would pay again after a crash
+    # between the send and the write.
+    bot: Bot = await make_bot()
+    db = bot.deps.db
+    seen: list[list[Any]] = []
+
+    class Checking(Recording):
+        async def send(self, inbound: Inbound, parts: Sequence[str]) -> None:
+            seen.append(await db.open_inbox())
+            await super().send(inbound, parts)
+
+    dispatcher = Dispatcher(bot.pipeline, {"console": Checking()})
+    inbound = Inbound("console", "a", "a", "m-1", "a question")
+    assert await dispatcher.claim(inbound)
+    await dispatcher.run(inbound)
+    [[item]] = seen
+    assert item.message_id == "m-1" and item.replies and item.replies[0].startswith("[simulated]")
+    assert await db.open_inbox() == []

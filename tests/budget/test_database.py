@@ -6,10 +6,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import asyncpg
 import pytest
 
+from benchmarks import roundtrips
 from budget.records import AIRequest, InboxItem, Kind, ResourceUse, Status
 from budget.stores import Database, open_database
+from budget.stores.postgres import PostgresDatabase, _split_url, uses_statement_cache
 from budget.stores.supabase_rest import SupabaseDatabase
 from providers.base import Usage
 from tests.budget.test_schema import apply as apply_schema
@@ -213,3 +216,119 @@ async def test_resource_usage_is_stored_once_per_window_and_summed_exactly(db: D
     assert await db.resources(T0 + timedelta(hours=1), T0 + timedelta(hours=2)) == ResourceUse()
     await db.purge_before(T0 + timedelta(minutes=1, seconds=30))
     assert await db.resources(T0, T0 + timedelta(minutes=3)) == ResourceUse(3, 4)
+
+
+async def test_turns_come_back_with_rising_ids_in_the_order_given(db: Database) -> None:
+    assert await db.add_turns("u", [], T0) == []
+    turns = await db.add_turns("u", [("user", "q", 1, 1), ("assistant", "a", 2, 3), ("user", "q2", 4, 5)], T0)
+    assert [(t.role, t.content, t.tokens, t.size) for t in turns] == [
+        ("user", "q", 1, 1), ("assistant", "a", 2, 3), ("user", "q2", 4, 5),
+    ]  # fmt: skip
+    assert turns[0].id < turns[1].id < turns[2].id
+    assert (await db.conversation("u")).turns == turns
+
+
+# ---- Postgres: round trips per call ----
+
+
+@pytest.fixture
+async def pg(pg_dsn: str) -> AsyncIterator[tuple[PostgresDatabase, roundtrips.Tally]]:
+    """A Postgres store on a direct connection (one pooled connection), its exchanges counted."""
+    uninstall = roundtrips.install()  # before the pool exists: it wraps each new connection
+    schema = f"pb_{uuid.uuid4().hex[:10]}"
+    store = PostgresDatabase(f"{pg_dsn}?schema={schema}", max_size=1)
+    try:
+        await store.migrate()
+        roundtrips.TALLY.events.clear()
+        roundtrips.TALLY.active = True
+        yield store, roundtrips.TALLY
+    finally:
+        roundtrips.TALLY.active = False
+        roundtrips.TALLY.events.clear()
+        uninstall()
+        await store.aclose()
+        drop_schema(pg_dsn, schema)
+
+
+async def test_each_hot_path_call_is_one_round_trip_on_a_direct_connection(
+    pg: tuple[PostgresDatabase, roundtrips.Tally],
+) -> None:
+    db, tally = pg
+    assert db.statement_cache
+
+    async def message(i: int) -> None:
+        await db.claim_inbox("telegram", str(i), "u", {"text": "hi"}, T0)
+        conv = await db.conversation("u")
+        turns = await db.add_turns("u", [("user", f"q{i}", 1, 1), ("assistant", f"a{i}", 1, 1)], T0)
+        await db.fold("u", [t.id for t in conv.turns[:1] + turns[:1]], (f"s{i}", 1, 1), T0)
+        await db.answer_inbox("telegram", str(i), [f"a{i}"])
+        await db.finish_inbox("telegram", str(i), T0)
+
+    await message(0)  # each statement is prepared once per connection, then cached
+    tally.begin(1)
+    await message(1)
+    counted = tally.end()
+    # One bind-and-execute each: no prepare (the statement cache), no begin or commit (one
+    # statement each), no reset query when the connection goes back to the pool.
+    assert sorted(label for _, label in counted.labels.elements()) == [
+        "bind_execute: insert inbox", "bind_execute: insert messages", "bind_execute: select messages",
+        "bind_execute: update inbox", "bind_execute: update inbox", "bind_execute: with folded",
+    ]  # fmt: skip
+    conv = await db.conversation("u")
+    assert conv.summary is not None and conv.summary.content == "s1"
+    assert [t.content for t in conv.turns] == ["a1"]  # q0, a0 and q1 folded
+
+
+async def test_turns_are_stored_all_or_none_and_the_connection_stays_usable(
+    pg: tuple[PostgresDatabase, roundtrips.Tally],
+) -> None:
+    db, _ = pg
+    with pytest.raises(asyncpg.CheckViolationError):
+        await db.add_turns("u", [("user", "kept?", 1, 1), ("nobody", "refused", 1, 1)], T0)
+    assert (await db.conversation("u")).turns == []
+    # The pool's one connection, back from a failed statement with no reset query, works on.
+    assert [t.content for t in await db.add_turns("u", [("user", "q", 1, 1)], T0)] == ["q"]
+
+
+async def test_a_failed_transaction_is_rolled_back_before_the_connection_is_reused(
+    pg: tuple[PostgresDatabase, roundtrips.Tally],
+) -> None:
+    db, _ = pg
+    pool = await db._conn_pool()
+    async with pool.acquire() as conn:
+        await conn.execute("begin")  # left open, as a bug would leave it
+        await conn.execute(f'insert into "{db.schema}".users (user_key, channel, platform_id) values ($1, $2, $3)',
+                           "u", "console", "u")  # fmt: skip
+    # asyncpg still rolls back on release, even with the reset query skipped.
+    assert await db.known_user("u") is False
+    async with pool.acquire() as conn:
+        assert not conn.is_in_transaction()
+
+
+@pytest.mark.parametrize(
+    ("url", "cached"),
+    [
+        ("postgresql://u@127.0.0.1:5432/db", True),
+        ("postgresql://u@127.0.0.1/db", True),
+        ("postgresql://postgres.ref:pw@aws-0-eu-west-1.pooler.supabase.com:5432/postgres", True),  # session mode
+        ("postgresql://postgres.ref:pw@aws-0-eu-west-1.pooler.supabase.com:6543/postgres", False),  # transaction
+        ("postgresql://u@bouncer:6432/db?schema=s", False),
+        ("postgresql://u@h1:5432,h2:6543/db", False),
+        ("postgresql://u@[::1]:6543/db", False),
+        ("postgresql://u@h/db?port=6432", False),
+        ("postgresql://u@h:7000/db?statement_cache=off", False),
+        ("postgresql://u@h:6543/db?statement_cache=on", True),
+    ],
+)
+def test_the_statement_cache_is_off_behind_a_transaction_mode_pooler(url: str, cached: bool) -> None:
+    assert uses_statement_cache(url) is cached
+    assert PostgresDatabase(url).statement_cache is cached
+
+
+def test_the_statement_cache_switch_is_checked_and_never_reaches_the_server() -> None:
+    with pytest.raises(ValueError, match="on or off"):
+        uses_statement_cache("postgresql://u@h/db?statement_cache=maybe")
+    # Taken out of the URL for asyncpg (it would send it as a server setting), by the hot store too.
+    assert _split_url("postgresql://u@h/db?statement_cache=off&schema=s&sslmode=require") == (
+        "postgresql://u@h/db?sslmode=require", "s",
+    )  # fmt: skip

@@ -9,8 +9,10 @@ from decimal import Decimal
 
 import pytest
 
+from benchmarks import roundtrips
 from budget.records import AIRequest, Kind, Status
 from budget.stores import open_database
+from budget.stores.postgres import PostgresDatabase
 from providers.base import Usage
 from tests.budget.test_schema import drop
 from tests.conftest import require_server
@@ -28,7 +30,8 @@ def bouncer(pg_dsn: str) -> Iterator[PgBouncer]:
 
 async def test_the_store_works_through_a_transaction_mode_pooler(bouncer: PgBouncer, pg_dsn: str) -> None:
     schema = f"pb_{uuid.uuid4().hex[:10]}"
-    db = open_database(f"{bouncer.dsn}?schema={schema}")
+    # A pooler on a port of its own (not 6543 or 6432) is declared in the URL.
+    db = open_database(f"{bouncer.dsn}?schema={schema}&statement_cache=off")
     try:
         await db.migrate()
         await db.migrate()
@@ -52,3 +55,30 @@ async def test_the_store_works_through_a_transaction_mode_pooler(bouncer: PgBoun
     finally:
         await db.aclose()
         drop(pg_dsn, schema)
+
+
+async def test_through_the_pooler_statements_are_not_cached_and_connections_not_reset(
+    bouncer: PgBouncer, pg_dsn: str
+) -> None:
+    schema = f"pb_{uuid.uuid4().hex[:10]}"
+    uninstall = roundtrips.install()  # before the pool exists: it wraps each new connection
+    db = PostgresDatabase(f"{bouncer.dsn}?schema={schema}&statement_cache=off", max_size=1)
+    try:
+        assert not db.statement_cache
+        await db.migrate()
+        await db.claim_inbox("telegram", "0", "u", {}, T0)
+        roundtrips.TALLY.active = True
+        roundtrips.TALLY.begin(1)
+        await db.claim_inbox("telegram", "1", "u", {}, T0)
+        counted = roundtrips.TALLY.end()
+    finally:
+        roundtrips.TALLY.active = False
+        roundtrips.TALLY.events.clear()
+        uninstall()
+        await db.aclose()
+        drop(pg_dsn, schema)
+    # Prepared again every time (it would not outlive pgbouncer's transaction), and no reset query.
+    assert sorted(label for _, label in counted.labels.elements()) == [
+        "bind_execute: insert inbox",
+        "prepare: insert inbox",
+    ]
