@@ -35,12 +35,20 @@ class HotStore(Protocol):
         """Overwrite counters (settings kept beside the counters, such as a user's quota)."""
         ...
 
-    async def reserve(self, reservation_id: str, holds: Sequence[Hold], ttl_s: int, now: float) -> str | None:
-        """Apply every hold or none, in one atomic step. None on success, else the refusing key."""
+    async def reserve(
+        self, reservation_id: str, holds: Sequence[Hold], ttl_s: int, now: float, *, seeded_only: bool = False
+    ) -> str | None:
+        """Apply every hold or none, in one atomic step. None on success, else the refusing key: one
+        the hold would take past its limit or, with ``seeded_only``, one that does not exist (it is
+        never created from 0, which would read as seeded and forget the period's spend)."""
         ...
 
-    async def settle(self, reservation_id: str, actual: Mapping[str, int]) -> None:
-        """Replace a reservation's held amounts by what was really spent (0 for a release)."""
+    async def settle(
+        self, reservation_id: str, actual: Mapping[str, int], *, seeded_only: bool = False
+    ) -> list[str]:
+        """Replace a reservation's held amounts by what was really spent (0 for a release), in one
+        atomic step. With ``seeded_only``, a counter that does not exist is neither created nor
+        changed (a hold on it went with it); returns those keys, left out. Else returns []."""
         ...
 
     async def hit(self, key: str, limit: int, window_s: float, now: float) -> float:

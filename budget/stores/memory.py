@@ -33,10 +33,16 @@ class MemoryHotStore:
     async def set_counters(self, values: Mapping[str, int], ttl_s: int) -> None:
         self._counters.update(values)
 
-    async def reserve(self, reservation_id: str, holds: Sequence[Hold], ttl_s: int, now: float) -> str | None:
+    async def reserve(
+        self, reservation_id: str, holds: Sequence[Hold], ttl_s: int, now: float, *, seeded_only: bool = False
+    ) -> str | None:
         self._expire_reservations(now)
         if reservation_id in self._reservations:
             return None  # a retried call that already applied: a success, never a second hold
+        if seeded_only:
+            missing = next((h.key for h in holds if h.key not in self._counters), None)
+            if missing is not None:
+                return missing
         for h in holds:
             if h.limit is not None and self._counters.get(h.key, 0) + h.amount > h.limit:
                 return h.key
@@ -45,11 +51,19 @@ class MemoryHotStore:
         self._reservations[reservation_id] = (now + ttl_s, [(h.key, h.amount) for h in holds])
         return None
 
-    async def settle(self, reservation_id: str, actual: Mapping[str, int]) -> None:
+    async def settle(
+        self, reservation_id: str, actual: Mapping[str, int], *, seeded_only: bool = False
+    ) -> list[str]:
         _, held = self._reservations.pop(reservation_id, (0.0, []))
-        held_by_key = dict(held)
-        for key in held_by_key.keys() | actual.keys():
+        held_by_key: dict[str, int] = {}
+        for key, amount in held:
+            held_by_key[key] = held_by_key.get(key, 0) + amount
+        left_out = [k for k in actual if k not in self._counters] if seeded_only else []
+        for key in (held_by_key.keys() | actual.keys()) - set(left_out):
+            if seeded_only and key not in self._counters:
+                continue  # a held counter deleted since: the hold went with it
             self._counters[key] = self._counters.get(key, 0) + actual.get(key, 0) - held_by_key.get(key, 0)
+        return left_out
 
     def _expire_reservations(self, now: float) -> None:
         # A reservation outlives its call only if the call's task was lost; give its money back.

@@ -189,7 +189,9 @@ class PostgresHotStore:
             [(key, _whole(value), _ttl(ttl_s)) for key, value in values.items()],
         )
 
-    async def reserve(self, reservation_id: str, holds: Sequence[Hold], ttl_s: int, now: float) -> str | None:
+    async def reserve(
+        self, reservation_id: str, holds: Sequence[Hold], ttl_s: int, now: float, *, seeded_only: bool = False
+    ) -> str | None:
         for h in holds:
             _whole(h.amount)
             if h.limit is not None:
@@ -215,10 +217,11 @@ class PostgresHotStore:
                     # A counter that expired (or was deleted) is gone for good: recreating it negative is garbage.
                     if r["key"] in counters.live:
                         counters.add(r["key"], -int(r["amount"]))
+            missing = (h.key for h in holds if seeded_only and h.key not in counters.live)
             if any(not r["due"] for r in rows):
                 refused = None  # a retried call whose first try applied: a success, never a second hold
             else:
-                refused = next(
+                refused = next(missing, None) or next(
                     (h.key for h in holds if h.limit is not None and counters.value(h.key) + h.amount > h.limit), None
                 )
                 if refused is None:
@@ -236,25 +239,32 @@ class PostgresHotStore:
 
         return await self._transaction(work)
 
-    async def settle(self, reservation_id: str, actual: Mapping[str, int]) -> None:
+    async def settle(
+        self, reservation_id: str, actual: Mapping[str, int], *, seeded_only: bool = False
+    ) -> list[str]:
         for v in actual.values():
             _whole(v)
 
-        async def work(conn: Any) -> None:
+        async def work(conn: Any) -> list[str]:
             rows = await conn.fetch(f"select key from {self._reservations} where id = $1", reservation_id)
             keys = [*actual, *(r["key"] for r in rows)]
             counters = await self._lock(conn, keys, keys)
             held = await conn.fetch(
                 f"delete from {self._reservations} where id = $1 returning key, amount", reservation_id
             )
+            # Seeded only: a counter that does not exist is left as it is (a hold on it went with it).
+            gone = {k for k in keys if k not in counters.live} if seeded_only else set()
             # An unknown or already released reservation holds nothing: only the actual amounts are added.
             for key, amount in actual.items():
-                counters.add(key, amount)
+                if key not in gone:
+                    counters.add(key, amount)
             for r in held:
-                counters.add(r["key"], -int(r["amount"]))
+                if r["key"] not in gone:
+                    counters.add(r["key"], -int(r["amount"]))
             await counters.write(conn)
+            return [k for k in actual if k in gone]
 
-        await self._transaction(work)
+        return await self._transaction(work)
 
     async def hit(self, key: str, limit: int, window_s: float, now: float) -> float:
         if limit < 1:

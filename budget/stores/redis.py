@@ -144,17 +144,26 @@ class RedisHotStore:
                 pipe.set(self._k(key), _whole(value), ex=max(1, int(ttl_s)))
             await pipe.execute()
 
-    async def reserve(self, reservation_id: str, holds: Sequence[Hold], ttl_s: int, now: float) -> str | None:
-        args: list[str | int] = [_score(now), _score(now + ttl_s), reservation_id, self._held_prefix]
+    async def reserve(
+        self, reservation_id: str, holds: Sequence[Hold], ttl_s: int, now: float, *, seeded_only: bool = False
+    ) -> str | None:
+        args: list[str | int] = [
+            _score(now), _score(now + ttl_s), reservation_id, self._held_prefix, "1" if seeded_only else "0"
+        ]  # fmt: skip
         for h in holds:
             args += [_whole(h.amount), "" if h.limit is None else _whole(h.limit)]
         keys = [self._due, self._held_prefix + reservation_id, *(self._k(h.key) for h in holds)]
         refused = int(await self._reserve(keys=keys, args=args))
         return None if refused == 0 else holds[refused - 1].key
 
-    async def settle(self, reservation_id: str, actual: Mapping[str, int]) -> None:
-        keys = [self._due, self._held_prefix + reservation_id, *(self._k(k) for k in actual)]
-        await self._settle(keys=keys, args=[reservation_id, *(_whole(v) for v in actual.values())])
+    async def settle(
+        self, reservation_id: str, actual: Mapping[str, int], *, seeded_only: bool = False
+    ) -> list[str]:
+        names = list(actual)
+        keys = [self._due, self._held_prefix + reservation_id, *(self._k(k) for k in names)]
+        args = [reservation_id, "1" if seeded_only else "0", *(_whole(actual[k]) for k in names)]
+        left_out = await self._settle(keys=keys, args=args)
+        return [names[int(i) - 1] for i in left_out]
 
     async def hit(self, key: str, limit: int, window_s: float, now: float) -> float:
         oldest = await self._hit(keys=[self._k(key)], args=_hit_args(limit, window_s, now))

@@ -238,6 +238,43 @@ async def test_a_reservation_on_a_counter_missing_after_a_switch_is_refused_unti
         await hot.aclose()
 
 
+async def test_a_counter_deleted_between_the_read_and_the_write_is_never_recreated_from_0(
+    redis_server: ThrowawayRedis, pg_url: str
+) -> None:
+    # Rule (e): the existence check is read first, and the store's seeded_only makes the write itself
+    # refuse (reserve) or leave out (settle) a counter deleted in between, as another process's
+    # switch back may do. The deletion is slipped in right after the read.
+    hot = failover(redis_server.url, pg_url)
+    try:
+        await seeded(hot, [USER, GLOBAL], value=5)
+        primary = hot.stores[0]
+        assert isinstance(primary, RedisHotStore)
+        await hot.reserve("warm", [Hold(USER, 1, None)], 600, now=0)  # the scripts are loaded once
+        await hot.settle("warm", {USER: 0})
+        sent: list[str] = []
+        execute = primary.redis.execute_command
+        doomed: list[str] = []
+
+        async def deleting_after_the_read(*args: object, **kw: object) -> object:
+            sent.append(str(args[0]))
+            result = await execute(*args, **kw)
+            if args[0] == "MGET" and doomed:
+                await execute("DEL", primary._k(doomed.pop()))
+            return result
+
+        primary.redis.execute_command = deleting_after_the_read  # type: ignore[method-assign]
+        assert await hot.reserve("r", [Hold(USER, 100, 1000), Hold(GLOBAL, 100, None)], 600, now=0) is None
+        assert sent == ["MGET", "EVALSHA"]  # the read, then the script: two round trips (see Limits)
+        doomed.append(GLOBAL)
+        await hot.settle("r", {USER: 40, GLOBAL: 40})
+        assert await hot.get_counters([USER, GLOBAL]) == [45, None]  # left out, not recreated at 40
+        doomed.append(USER)
+        assert await hot.reserve("r2", [Hold(USER, 1, 1000)], 600, now=0) == USER  # refused, nothing held
+        assert await hot.get_counters([USER, GLOBAL]) == [None, None]
+    finally:
+        await hot.aclose()
+
+
 async def test_a_new_process_clears_what_an_earlier_one_left_on_the_fallback(
     redis_server: ThrowawayRedis, pg_url: str
 ) -> None:

@@ -87,6 +87,27 @@ async def test_settle_replaces_the_hold_with_the_actual(hot: HotStore) -> None:
     assert await hot.get_counters(["k"]) == [74]
 
 
+async def test_seeded_only_reserve_refuses_a_missing_counter_and_creates_nothing(hot: HotStore) -> None:
+    await hot.seed_counter("u", 10, 60)
+    refused = await hot.reserve("r", [Hold("u", 5, 100), Hold("g", 5, None)], 60, now=0, seeded_only=True)
+    assert refused == "g"  # missing: refused before any limit is looked at, and nothing held
+    assert await hot.get_counters(["u", "g"]) == [10, None]
+    assert await hot.reserve("r", [Hold("u", 91, 100)], 60, now=0, seeded_only=True) == "u"  # over its limit
+    assert await hot.reserve("r", [Hold("u", 90, 100)], 60, now=0, seeded_only=True) is None
+    assert await hot.get_counters(["u"]) == [100]
+
+
+async def test_seeded_only_settle_leaves_missing_counters_out(hot: HotStore) -> None:
+    await hot.seed_counter("k", 100, 60)
+    await hot.seed_counter("t", 0, 60)
+    assert await hot.reserve("r", [Hold("k", 50, None), Hold("t", 9, None)], 60, now=0) is None
+    left_out = await hot.settle("r", {"k": 20, "t": 3, "gone": 7}, seeded_only=True)
+    assert left_out == ["gone"]  # named, so the caller knows
+    assert await hot.get_counters(["k", "t", "gone"]) == [120, 3, None]  # never created from 0
+    assert await hot.settle("r", {"gone": 1}) == []  # without seeded_only, a counter is created
+    assert await hot.get_counters(["gone"]) == [1]
+
+
 async def test_a_lost_reservation_expires(hot: HotStore) -> None:
     await hot.reserve("lost", [Hold("k", 100, 150)], ttl_s=30, now=0)
     assert await hot.reserve("x", [Hold("k", 100, 150)], 30, now=29) == "k"
@@ -229,6 +250,15 @@ async def test_postgres_delete_drops_counters_and_the_holds_on_them(pg_hot: Post
     assert await pg_hot.reserve("next", [Hold("k", 1, None)], 30, now=31) is None  # lost's expiry finds nothing
     assert await pg_hot.get_counters(["k", "j"]) == [121, None]
     assert await pg_hot.counter_keys() == ["k"]
+
+
+async def test_postgres_seeded_only_settle_skips_a_deleted_counter_and_its_hold(pg_hot: PostgresHotStore) -> None:
+    await pg_hot.seed_counter("k", 100, 60)
+    await pg_hot.seed_counter("j", 0, 60)
+    assert await pg_hot.reserve("r", [Hold("k", 50, None), Hold("j", 5, None)], ttl_s=30, now=0) is None
+    await pg_hot.delete(["k"])
+    assert await pg_hot.settle("r", {"k": 20, "j": 2}, seeded_only=True) == ["k"]
+    assert await pg_hot.get_counters(["k", "j"]) == [None, 2]
 
 
 async def test_postgres_counters_expire_by_their_ttl(pg_hot: PostgresHotStore) -> None:
