@@ -65,16 +65,28 @@ def _seconds(value: int | timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
+TYPING_AFTER_S = 0.3  # a reply sooner than this needs no "typing..." first
+
+
 class TelegramReplier:
     """Sends plain text (no parse mode, so nothing needs escaping), split at 4,096 characters."""
 
     name = "telegram"
 
-    def __init__(self, bot: Bot, db: Database, *, max_attempts: int = 4, typing_every_s: float = 4.0) -> None:
+    def __init__(
+        self,
+        bot: Bot,
+        db: Database,
+        *,
+        max_attempts: int = 4,
+        typing_every_s: float = 4.0,
+        typing_after_s: float = TYPING_AFTER_S,
+    ) -> None:
         self.bot = bot
         self.db = db
         self.max_attempts = max_attempts
         self.typing_every_s = typing_every_s
+        self.typing_after_s = typing_after_s
         self.migrated: dict[str, str] = {}
 
     async def send(self, inbound: Inbound, parts: Sequence[str]) -> None:
@@ -106,7 +118,9 @@ class TelegramReplier:
 
     @contextlib.asynccontextmanager
     async def typing(self, inbound: Inbound) -> AsyncIterator[None]:
-        """Telegram shows 'typing' for 5 s; refresh it every 4 s while the bot works."""
+        """Telegram shows 'typing' for 5 s; refresh it every 4 s while the bot works. Not sent for an
+        answer ready within ``typing_after_s`` (a cache hit, a fast model): the reply itself comes
+        before a user would notice, and each message saves a Bot API request."""
         task = asyncio.create_task(self._keep_typing(inbound.chat_id))
         try:
             yield
@@ -116,6 +130,7 @@ class TelegramReplier:
                 await task
 
     async def _keep_typing(self, chat_id: str) -> None:
+        await asyncio.sleep(self.typing_after_s)
         while True:
             with contextlib.suppress(TelegramError):
                 await self.bot.send_chat_action(chat_id=chat_id, action=ChatAction.TYPING)

@@ -179,9 +179,12 @@ async def test_typing_is_refreshed_while_the_bot_works(telegram_server: FakeTele
     from tests.fakes.telegram_server import TEST_TOKEN
 
     async with Bot(TEST_TOKEN, base_url=telegram_server.base_url) as bot:
-        replier = TelegramReplier(bot, None, typing_every_s=0.1)  # type: ignore[arg-type]
+        replier = TelegramReplier(bot, None, typing_every_s=0.1, typing_after_s=0.1)  # type: ignore[arg-type]
         async with replier.typing(Inbound("telegram", "42", "42", "1", "hi")):
-            await asyncio.sleep(0.35)
+            await asyncio.sleep(0.05)  # answered before typing_after_s: nothing sent
+        assert telegram_server.calls_to("sendChatAction") == []
+        async with replier.typing(Inbound("telegram", "42", "42", "1", "hi")):
+            await asyncio.sleep(0.45)
     actions = telegram_server.calls_to("sendChatAction")
     assert len(actions) >= 3  # refreshed, not sent once
     gaps = [b.received_at - a.received_at for a, b in itertools.pairwise(actions)]
