@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import cast
 
 import openai
-from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 from openai.types.completion_usage import CompletionUsage
 
 from providers._errors import provider_error
@@ -46,15 +46,22 @@ class OpenAIProvider:
     async def complete(self, request: CompletionRequest) -> CompletionResult:
         """Ask once (plus the SDK's retries); raise ProviderError if no answer came."""
         messages = [self._message(m, request.model) for m in request.messages]
+        body: dict[str, object] = {
+            "model": request.model,
+            "messages": messages,
+            # `max_tokens` is deprecated and refused by reasoning models (o-series, gpt-5);
+            # `max_completion_tokens` caps visible and reasoning tokens together.
+            "max_completion_tokens": request.max_tokens,
+        }
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
         try:
-            response = await self._client.chat.completions.create(
-                model=request.model,
-                messages=messages,
-                # `max_tokens` is deprecated and refused by reasoning models (o-series, gpt-5);
-                # `max_completion_tokens` caps visible and reasoning tokens together.
-                max_completion_tokens=request.max_tokens,
-                temperature=openai.omit if request.temperature is None else request.temperature,
-            )
+            # The SDK's public `post`, not `chat.completions.create`: `create` runs its TypedDict
+            # transform over every message of the prompt (here 9.4 ms of CPU a call for a
+            # 22-message prompt, against 2.8 ms posted as is, server included). The body is already
+            # the documented JSON; `post` keeps the client's auth, retries, timeout, errors and the
+            # typed response.
+            response = await self._client.post("/chat/completions", cast_to=ChatCompletion, body=body)
         except openai.APIError as exc:
             # `from None`: the SDK's error, whose text may hold the key, stays out of tracebacks.
             raise self._error(exc, request.model) from None
