@@ -31,6 +31,7 @@ from benchmarks.questions import InstantProvider, question
 from benchmarks.results import console, cpu_seconds, now_ns, progress, summary_ms
 from benchmarks.stores import BenchStores
 from bot.turn import Inbound, Next, Stage, Turn
+from budget.records import Conversation
 
 
 @dataclass(frozen=True)
@@ -103,9 +104,9 @@ async def built(stores: BenchStores, seq: int, chain: Sequence[Stage] | None = N
     bench = Bench(made.deps, pipeline, Dispatcher(pipeline, {"telegram": NullReplier()}), seq)
     handle = pipeline.handle
 
-    async def handled(inbound: Inbound, *, claimed: bool = False) -> Turn:
+    async def handled(inbound: Inbound, *, claimed: bool = False, conversation: Conversation | None = None) -> Turn:
         start = now_ns()
-        turn: Turn = await handle(inbound, claimed=claimed)
+        turn: Turn = await handle(inbound, claimed=claimed, conversation=conversation)
         if bench.timing:
             bench.handle_ns.append(now_ns() - start)
         bench.outcomes[outcome_of(turn)] += 1
@@ -219,10 +220,12 @@ async def counted_pass(stores: BenchStores, sizes: Sizes, label: str) -> dict[st
         async with built(stores, seq=2_000_000, chain=chain) as bench:
             handle = bench.pipeline.handle
 
-            async def staged(inbound: Inbound, *, claimed: bool = False) -> Turn:
+            async def staged(
+                inbound: Inbound, *, claimed: bool = False, conversation: Conversation | None = None
+            ) -> Turn:
                 tally.stage = "pipeline (turn, log line)"
                 try:
-                    turn: Turn = await handle(inbound, claimed=claimed)
+                    turn: Turn = await handle(inbound, claimed=claimed, conversation=conversation)
                     return turn
                 finally:
                     tally.stage = "dispatch (inbox, replies)"

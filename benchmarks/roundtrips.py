@@ -107,6 +107,7 @@ TALLY = Tally()
 
 _SCHEMA = re.compile(r'"[^"]+"\.')
 _DML = re.compile(r"^\s*(insert\s+(?:or\s+\w+\s+)?into|update|delete\s+from)\s+(\w+)", re.I)
+_WITH = re.compile(r"^\s*with\s+(\w+)\s+as\s*\(", re.I)
 _SELECT = re.compile(r"^\s*(?:with\b.*?\)\s*)?select\b.*?\bfrom\s+(\w+)", re.I | re.S)
 
 
@@ -119,6 +120,8 @@ def sql_label(sql: str) -> str:
     if m := _DML.match(text):
         verb = m.group(1).split()[0].lower()
         return f"{verb} {m.group(2)}"
+    if m := _WITH.match(text):  # a statement of several steps: named by its first
+        return f"with {m.group(1)}"
     if m := _SELECT.match(text):
         return f"select {m.group(1)}"
     return " ".join(lowered.split()[:2])[:40] or "?"

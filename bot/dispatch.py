@@ -18,8 +18,11 @@ from typing import Any, Protocol
 from bot.pipeline import Pipeline
 from bot.stages import inbox_payload
 from bot.turn import Inbound
+from budget.records import Conversation, Exchange
 
 log = logging.getLogger("pennybot.dispatch")
+
+MAX_READ_AHEAD = 10_000  # conversations kept from claims whose run has not started
 
 
 class Replier(Protocol):
@@ -48,6 +51,11 @@ class Dispatcher:
         # down, so it could not be renewed); the sweep must not then start the same message again
         # here, which would answer, pay and reply twice.
         self._working: set[tuple[str, str]] = set()
+        # What the claim read of each claimed message's conversation, for its run to use; dropped
+        # once another message of the user finished here (it changed the conversation).
+        self._read: dict[tuple[str, str], tuple[str, Conversation]] = {}
+        # Exchanges computed here whose write (with the replies) failed: retried by the sweep.
+        self._unstored: dict[tuple[str, str], Exchange | None] = {}
 
     @property
     def db(self) -> Any:
@@ -62,10 +70,17 @@ class Dispatcher:
         before (drop it)."""
         deps = self.pipeline.deps
         body = inbox_payload(inbound) | (payload or {})
-        claimed = await deps.db.claim_inbox(
+        # The conversation comes back with the claim (one round trip where the store can): the
+        # message's run needs it next.
+        conversation = await deps.db.claim_inbox_reading(
             inbound.channel, inbound.message_id, inbound.user_key, body, deps.clock(), self.lease_s
         )
-        return bool(claimed)
+        if conversation is None:
+            return False
+        if len(self._read) >= MAX_READ_AHEAD:  # runs that never came (an update no handler took)
+            del self._read[next(iter(self._read))]
+        self._read[(inbound.channel, inbound.message_id)] = (inbound.user_key, conversation)
+        return True
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -84,10 +99,18 @@ class Dispatcher:
         try:
             replies = self._answered.get(key, replies)
             if replies is None:
-                async with replier.typing(inbound):
-                    turn = await self.pipeline.handle(inbound, claimed=True)
+                read = self._read.pop(key, None)
+                try:
+                    async with replier.typing(inbound):
+                        turn = await self.pipeline.handle(inbound, claimed=True, conversation=read[1] if read else None)
+                finally:
+                    self._forget_reads(inbound.user_key)
                 replies = self._answered[key] = turn.replies
-                await deps.db.answer_inbox(inbound.channel, inbound.message_id, replies)
+                self._unstored[key] = turn.exchange
+            if key in self._unstored:
+                # The replies before they are sent, and the exchange with them, in one write.
+                await deps.db.answer_inbox(inbound.channel, inbound.message_id, replies, self._unstored[key])
+                del self._unstored[key]
             if replies and key not in self._sent:
                 await replier.send(inbound, replies)
                 self._sent.add(key)
@@ -100,6 +123,11 @@ class Dispatcher:
         finally:
             renewing.cancel()
             self._working.discard(key)
+
+    def _forget_reads(self, user_key: str) -> None:
+        """A message of this user was answered: conversations read before it are stale."""
+        for key in [k for k, (user, _) in self._read.items() if user == user_key]:
+            del self._read[key]
 
     async def _renew(self, inbound: Inbound) -> None:
         """Hold the lease while the message is worked on, so no other process takes it over."""

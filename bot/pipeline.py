@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from bot import stages
 from bot.turn import Deps, Inbound, Next, Stage, Turn
+from budget.records import Conversation
 
 STAGES: tuple[Stage, ...] = (
     stages.dedupe,  # first: a redelivered message must cost nothing, not even a rate-limit slot
@@ -49,8 +50,12 @@ class Pipeline:
         self.deps = deps
         self._run = wrap(chain)
 
-    async def handle(self, inbound: Inbound, *, claimed: bool = False) -> Turn:
-        """Run one message; ``claimed``: the webhook stored it in the inbox already."""
+    async def handle(
+        self, inbound: Inbound, *, claimed: bool = False, conversation: Conversation | None = None
+    ) -> Turn:
+        """Run one message; ``claimed``: the webhook stored it in the inbox already (and then
+        the caller stores the turn's exchange with its replies); ``conversation``: the user's,
+        read with the claim."""
         d = self.deps
         started = time.perf_counter()
         turn = Turn(
@@ -59,6 +64,7 @@ class Pipeline:
             now=d.clock(),
             request_id=uuid.uuid4().hex[:12],
             claimed=claimed,
+            conversation=conversation,
             is_admin=inbound.user_key in d.settings.admin_user_ids,
         )
         turn = await self._run(turn)

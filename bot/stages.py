@@ -16,7 +16,7 @@ from budget.context import extractive_summary, turns_to_fold
 from budget.ledger import BudgetUnavailable, quota_keys
 from budget.money import ZERO
 from budget.queries import is_self_contained, normalize_query
-from budget.records import Conversation, Kind, Status
+from budget.records import Conversation, Exchange, Kind, Status
 from budget.rules import Level, Meter, Scope, Step, degradation, gate
 from budget.tokens import Counted
 from providers.base import ChatMessage, Usage
@@ -180,7 +180,7 @@ async def cache(turn: Turn, next: Next) -> Turn:
     """Serve a self-contained question answered before; store answers made with no history. On
     the ladder's last step the cache is all there is: a miss gets the cache-only text."""
     d = turn.deps
-    turn.conversation = conv = await d.db.conversation(turn.user)
+    turn.conversation = conv = turn.conversation or await d.db.conversation(turn.user)
     starts = not conv.turns and conv.summary is None
     hit, key = None, None
     if starts or is_self_contained(turn.inbound.text):
@@ -273,21 +273,25 @@ async def context(turn: Turn, next: Next) -> Turn:
 
 
 async def _remember(turn: Turn) -> None:
-    """Store the exchange, counted once, so later turns never re-encode it."""
+    """Store the exchange, counted once, so later turns never re-encode it. A claimed message's
+    exchange is left on the turn: the dispatcher stores it with the replies, in one write."""
     if turn.answer is None:
         return
     d = turn.deps
     message = turn.message or d.counter.count(ChatMessage("user", turn.inbound.text))
     reply = d.counter.count(ChatMessage("assistant", turn.answer))
+    turn.exchange = exchange = Exchange(
+        turn.user,
+        (
+            ("user", message.message.content, message.tokens, message.size),
+            ("assistant", reply.message.content, reply.tokens, reply.size),
+        ),
+        turn.now,
+    )
+    if turn.claimed:
+        return
     try:
-        await d.db.add_turns(
-            turn.user,
-            [
-                ("user", message.message.content, message.tokens, message.size),
-                ("assistant", reply.message.content, reply.tokens, reply.size),
-            ],
-            turn.now,
-        )
+        await d.db.add_turns(exchange.user_key, exchange.turns, exchange.at)
     except Exception as error:
         # The answer is paid for and goes out; failing the message here would answer it twice.
         # Only this exchange is missing from the conversation's memory (the database is down).

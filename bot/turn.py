@@ -19,7 +19,7 @@ from budget.outbox import Recorder
 from budget.periods import Calendar
 from budget.pricing import PriceBook
 from budget.ratelimit import RateLimiter
-from budget.records import Conversation
+from budget.records import Conversation, Exchange
 from budget.rules import Ladder, Level, Meter, Step, Thresholds
 from budget.stores import Database, HotStore
 from budget.tokens import Counted, TokenCounter
@@ -90,7 +90,7 @@ class Turn:
     step: Step = Step.NORMAL  # the degradation ladder on the bot's own budget
     complexity: Complexity | None = None
     tier: Tier | None = None
-    conversation: Conversation | None = None
+    conversation: Conversation | None = None  # read by the webhook's claim, or by the cache stage
     message: Counted | None = None
     prompt: list[Counted] = field(default_factory=list)
     history_in_prompt: bool = False
@@ -100,6 +100,9 @@ class Turn:
     answered_by: ModelSpec | None = None
     usage: Usage | None = None  # of the answer call (its tokens, for the log line)
     cost: Decimal = ZERO
+    # The exchange to store; on a claimed message the dispatcher stores it with the replies (one
+    # write), otherwise the context stage already did.
+    exchange: Exchange | None = None
 
     @property
     def user(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -62,6 +63,27 @@ class StoredTurn:
 class Conversation:
     summary: StoredTurn | None
     turns: list[StoredTurn]  # unfolded, oldest first
+
+    @classmethod
+    def of(cls, unfolded: Iterable[StoredTurn]) -> Conversation:
+        """From a user's unfolded messages in id order: the summary apart, the turns in order."""
+        summary, turns = None, []
+        for turn in unfolded:
+            if turn.role == "summary":
+                summary = turn
+            else:
+                turns.append(turn)
+        return cls(summary, turns)
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """Turns to append to a user's conversation (role, content, tokens, size), stored with the
+    message's replies in one step (``Database.answer_inbox``)."""
+
+    user_key: str
+    turns: Sequence[tuple[str, str, int, int]]
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True)

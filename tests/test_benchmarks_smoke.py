@@ -129,4 +129,5 @@ def test_sql_labels_name_the_verb_and_table() -> None:
     assert roundtrips.sql_label('insert into "s_1".inbox (channel) values ($1)') == "insert inbox"
     assert roundtrips.sql_label('select id, role from "x".messages where user_key = $1') == "select messages"
     assert roundtrips.sql_label("SELECT pg_advisory_unlock_all();\nCLOSE ALL;") == "pool reset"
+    assert roundtrips.sql_label('with claimed as (insert into "x".inbox values ($1)) select 1') == "with claimed"
     assert roundtrips.redis_label(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n") == "GET"

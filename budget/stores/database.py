@@ -11,6 +11,7 @@ from budget.records import (
     AIRequest,
     AuditEntry,
     Conversation,
+    Exchange,
     InboxItem,
     Quota,
     ResourceUse,
@@ -85,6 +86,13 @@ class Database(Protocol):
         message was seen before."""
         ...
 
+    async def claim_inbox_reading(
+        self, channel: str, message_id: str, user_key: str, payload: dict[str, Any], now: datetime, lease_s: float = 60
+    ) -> Conversation | None:
+        """``claim_inbox`` and, in the same round trip where the store can, the user's
+        conversation (the message's next read); None if that platform message was seen before."""
+        ...
+
     async def renew_lease(self, channel: str, message_id: str, now: datetime, lease_s: float) -> None:
         """Keep owning a message that is still being worked on."""
         ...
@@ -94,8 +102,11 @@ class Database(Protocol):
         failed): nobody else gets them until the new lease runs out."""
         ...
 
-    async def answer_inbox(self, channel: str, message_id: str, replies: Sequence[str]) -> None:
-        """Keep the computed replies before they are sent (status answered)."""
+    async def answer_inbox(
+        self, channel: str, message_id: str, replies: Sequence[str], exchange: Exchange | None = None
+    ) -> None:
+        """Keep the computed replies before they are sent (status answered) and, all or nothing
+        with them, the exchange's turns (``add_turns``)."""
         ...
 
     async def finish_inbox(self, channel: str, message_id: str, now: datetime) -> None:

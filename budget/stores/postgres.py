@@ -22,6 +22,7 @@ from budget.records import (
     AIRequest,
     AuditEntry,
     Conversation,
+    Exchange,
     InboxItem,
     Kind,
     Quota,
@@ -104,6 +105,13 @@ class PostgresDatabase:
         # Tables are schema-qualified rather than found through search_path: a transaction-mode
         # pooler (pgbouncer, Supabase's) refuses search_path at connect and would leak a SET.
         self.s = f'"{self.schema}".' if self.schema else ""
+        # The per-message writes' statements, built once: add_turns alone, and answer_inbox with
+        # and without the exchange's turns riding along.
+        self._add_turns_sql = self._insert_turns(1)
+        self._answer_sql = (
+            f"update {self.s}inbox set status = 'answered', reply = $3::jsonb where channel = $1 and message_id = $2"
+        )
+        self._answer_with_turns_sql = f"with added as ({self._insert_turns(4)}) {self._answer_sql}"
         self._min, self._max = min_size, max_size
         self._pool: Any = None
 
@@ -231,14 +239,19 @@ class PostgresDatabase:
             " where user_key = $1 and not folded order by id",
             user_key,
         )
-        summary, turns = None, []
-        for row in rows:
-            turn = StoredTurn(row["id"], row["role"], row["content"], row["tokens"], row["size"])
-            if turn.role == "summary":
-                summary = turn
-            else:
-                turns.append(turn)
-        return Conversation(summary, turns)
+        return _conversation(rows)
+
+    def _insert_turns(self, first: int) -> str:
+        """The insert of ``add_turns`` with its parameters numbered from ``first`` (user key,
+        roles, contents, tokens, sizes, time), for use alone or in a larger statement; built once,
+        in ``__init__``."""
+        a, r, c, t, z, w = (f"${first + i}" for i in range(6))
+        return (
+            f"insert into {self.s}messages (user_key, role, content, tokens, size, created_at)"
+            f" select {a}, t.role, t.content, t.tokens, t.size, {w}"
+            f" from unnest({r}::text[], {c}::text[], {t}::integer[], {z}::integer[]) with ordinality"
+            " as t(role, content, tokens, size, n) order by t.n returning id"
+        )
 
     async def add_turns(
         self, user_key: str, turns: Sequence[tuple[str, str, int, int]], now: datetime
@@ -246,16 +259,9 @@ class PostgresDatabase:
         if not turns:
             return []
         pool = await self._conn_pool()
-        roles, contents, tokens, sizes = (list(column) for column in zip(*turns, strict=True))
         # One statement, so all the turns or none (as a transaction would) in one round trip. Rows
         # are inserted in the given order, so their identity ids rise in it: sorted, they pair up.
-        rows = await pool.fetch(
-            f"insert into {self.s}messages (user_key, role, content, tokens, size, created_at)"
-            " select $1, t.role, t.content, t.tokens, t.size, $6"
-            " from unnest($2::text[], $3::text[], $4::integer[], $5::integer[]) with ordinality"
-            " as t(role, content, tokens, size, n) order by t.n returning id",
-            user_key, roles, contents, tokens, sizes, now,
-        )  # fmt: skip
+        rows = await pool.fetch(self._add_turns_sql, user_key, *_columns(turns), now)
         ids = sorted(r["id"] for r in rows)
         return [StoredTurn(i, *turn) for i, turn in zip(ids, turns, strict=True)]
 
@@ -300,6 +306,25 @@ class PostgresDatabase:
         )  # fmt: skip
         return bool(status == "INSERT 0 1")
 
+    async def claim_inbox_reading(
+        self, channel: str, message_id: str, user_key: str, payload: dict[str, Any], now: datetime, lease_s: float = 60
+    ) -> Conversation | None:
+        pool = await self._conn_pool()
+        # One statement: no row if the message was stored before; else a marker row (id null)
+        # and the user's unfolded turns. The insert's CTE runs once, whatever the select reads.
+        rows = await pool.fetch(
+            f"with claimed as (insert into {self.s}inbox"
+            " (channel, message_id, user_key, payload, received_at, lease_until)"
+            " values ($1, $2, $3, $4::jsonb, $5, $6) on conflict do nothing returning 1)"
+            " select null::bigint as id, null as role, null as content, null::integer as tokens,"
+            " null::integer as size where exists (select from claimed)"
+            " union all select id, role, content, tokens, size"
+            f" from {self.s}messages where user_key = $3 and not folded and exists (select from claimed)"
+            " order by id nulls first",
+            channel, message_id, user_key, json.dumps(payload), now, now + timedelta(seconds=lease_s),
+        )  # fmt: skip
+        return _conversation(rows[1:]) if rows else None
+
     async def renew_lease(self, channel: str, message_id: str, now: datetime, lease_s: float) -> None:
         pool = await self._conn_pool()
         await pool.execute(
@@ -326,11 +351,18 @@ class PostgresDatabase:
             for r in rows
         ]
 
-    async def answer_inbox(self, channel: str, message_id: str, replies: Sequence[str]) -> None:
+    async def answer_inbox(
+        self, channel: str, message_id: str, replies: Sequence[str], exchange: Exchange | None = None
+    ) -> None:
         pool = await self._conn_pool()
+        if exchange is None or not exchange.turns:
+            await pool.execute(self._answer_sql, channel, message_id, json.dumps(list(replies)))
+            return
+        # The turns ride in the same statement: the replies and the exchange are stored together
+        # or not at all, in one round trip.
         await pool.execute(
-            f"update {self.s}inbox set status = 'answered', reply = $3::jsonb where channel = $1 and message_id = $2",
-            channel, message_id, json.dumps(list(replies)),
+            self._answer_with_turns_sql,
+            channel, message_id, json.dumps(list(replies)), exchange.user_key, *_columns(exchange.turns), exchange.at,
         )  # fmt: skip
 
     async def finish_inbox(self, channel: str, message_id: str, now: datetime) -> None:
@@ -460,3 +492,12 @@ def _ai_request(row: Any) -> AIRequest:
         cost=row["cost_usd"], saved=row["saved_usd"], latency_ms=row["latency_ms"], tier=row["tier"],
         complexity=row["complexity"], error=row["error"], reason=row["reason"],
     )  # fmt: skip
+
+
+def _columns(turns: Sequence[tuple[str, str, int, int]]) -> list[list[Any]]:
+    """(role, content, tokens, size) rows as four arrays, for ``unnest``."""
+    return [list(column) for column in zip(*turns, strict=True)]
+
+
+def _conversation(rows: Sequence[Any]) -> Conversation:
+    return Conversation.of(StoredTurn(r["id"], r["role"], r["content"], r["tokens"], r["size"]) for r in rows)

@@ -20,6 +20,7 @@ from budget.records import (
     AIRequest,
     AuditEntry,
     Conversation,
+    Exchange,
     InboxItem,
     Kind,
     Quota,
@@ -164,33 +165,30 @@ class SQLiteDatabase:
             "select id, role, content, tokens, size from messages where user_key = ? and not folded order by id",
             (user_key,),
         ).fetchall()
-        summary = None
-        turns = []
-        for row in rows:
-            turn = StoredTurn(*row)
-            if turn.role == "summary":
-                summary = turn
-            else:
-                turns.append(turn)
-        return Conversation(summary, turns)
+        return Conversation.of(StoredTurn(*row) for row in rows)
 
     async def add_turns(
         self, user_key: str, turns: Sequence[tuple[str, str, int, int]], now: datetime
     ) -> list[StoredTurn]:
-        stored = []
         self._db.execute("begin")
         try:
-            for role, content, tokens, size in turns:
-                cur = self._db.execute(
-                    "insert into messages (user_key, role, content, tokens, size, created_at)"
-                    " values (?, ?, ?, ?, ?, ?)",
-                    (user_key, role, content, tokens, size, _ts(now)),
-                )
-                stored.append(StoredTurn(int(cur.lastrowid or 0), role, content, tokens, size))
+            stored = self._insert_turns(user_key, turns, now)
             self._db.execute("commit")
         except BaseException:
             self._db.execute("rollback")
             raise
+        return stored
+
+    def _insert_turns(
+        self, user_key: str, turns: Sequence[tuple[str, str, int, int]], now: datetime
+    ) -> list[StoredTurn]:
+        stored = []
+        for role, content, tokens, size in turns:
+            cur = self._db.execute(
+                "insert into messages (user_key, role, content, tokens, size, created_at) values (?, ?, ?, ?, ?, ?)",
+                (user_key, role, content, tokens, size, _ts(now)),
+            )
+            stored.append(StoredTurn(int(cur.lastrowid or 0), role, content, tokens, size))
         return stored
 
     async def fold(
@@ -240,6 +238,14 @@ class SQLiteDatabase:
         )
         return cur.rowcount == 1
 
+    async def claim_inbox_reading(
+        self, channel: str, message_id: str, user_key: str, payload: dict[str, Any], now: datetime, lease_s: float = 60
+    ) -> Conversation | None:
+        # In process, no round trip to save: the claim, then the read.
+        if not await self.claim_inbox(channel, message_id, user_key, payload, now, lease_s):
+            return None
+        return await self.conversation(user_key)
+
     async def renew_lease(self, channel: str, message_id: str, now: datetime, lease_s: float) -> None:
         self._db.execute(
             "update inbox set lease_until = ? where channel = ? and message_id = ? and status <> 'done'",
@@ -264,11 +270,21 @@ class SQLiteDatabase:
             raise
         return [InboxItem(c, m, json.loads(p), json.loads(r) if r else None) for c, m, p, r in rows]
 
-    async def answer_inbox(self, channel: str, message_id: str, replies: Sequence[str]) -> None:
-        self._db.execute(
-            "update inbox set status = 'answered', reply = ? where channel = ? and message_id = ?",
-            (json.dumps(list(replies)), channel, message_id),
-        )
+    async def answer_inbox(
+        self, channel: str, message_id: str, replies: Sequence[str], exchange: Exchange | None = None
+    ) -> None:
+        self._db.execute("begin")
+        try:
+            if exchange is not None:
+                self._insert_turns(exchange.user_key, exchange.turns, exchange.at)
+            self._db.execute(
+                "update inbox set status = 'answered', reply = ? where channel = ? and message_id = ?",
+                (json.dumps(list(replies)), channel, message_id),
+            )
+            self._db.execute("commit")
+        except BaseException:
+            self._db.execute("rollback")
+            raise
 
     async def finish_inbox(self, channel: str, message_id: str, now: datetime) -> None:
         self._db.execute(

@@ -13,7 +13,7 @@ The key goes only into the ``apikey`` and ``Authorization`` headers; errors neve
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ from budget.records import (
     AIRequest,
     AuditEntry,
     Conversation,
+    Exchange,
     InboxItem,
     Kind,
     Quota,
@@ -254,14 +255,8 @@ class SupabaseDatabase:
             query = self._table("messages").select("id,role,content,tokens,size").eq("user_key", user_key)
             return query.is_("folded", False).order("id")
 
-        summary, turns = None, []
-        for row in await self._pages("conversation", build, keyset=True):
-            turn = StoredTurn(row["id"], row["role"], row["content"], row["tokens"], row["size"])
-            if turn.role == "summary":
-                summary = turn
-            else:
-                turns.append(turn)
-        return Conversation(summary, turns)
+        rows = await self._pages("conversation", build, keyset=True)
+        return Conversation.of(_stored_turn(row) for row in rows)
 
     async def add_turns(
         self, user_key: str, turns: Sequence[tuple[str, str, int, int]], now: datetime
@@ -303,6 +298,15 @@ class SupabaseDatabase:
         }  # fmt: skip
         return await self._rpc("pennybot_claim_inbox", params) is True
 
+    async def claim_inbox_reading(
+        self, channel: str, message_id: str, user_key: str, payload: dict[str, Any], now: datetime, lease_s: float = 60
+    ) -> Conversation | None:
+        # Two requests: one would need a new SQL function, for little (a REST request costs far
+        # more than the round trip it would save).
+        if not await self.claim_inbox(channel, message_id, user_key, payload, now, lease_s):
+            return None
+        return await self.conversation(user_key)
+
     async def renew_lease(self, channel: str, message_id: str, now: datetime, lease_s: float) -> None:
         from postgrest.types import ReturnMethod
 
@@ -317,8 +321,14 @@ class SupabaseDatabase:
         rows = await self._rpc("pennybot_lease_open", params)
         return [InboxItem(r["channel"], r["message_id"], r["payload"], r["reply"]) for r in rows]
 
-    async def answer_inbox(self, channel: str, message_id: str, replies: Sequence[str]) -> None:
+    async def answer_inbox(
+        self, channel: str, message_id: str, replies: Sequence[str], exchange: Exchange | None = None
+    ) -> None:
+        # Two requests, the replies first (the update can be repeated): if the turns' request
+        # fails, the caller's retry stores the replies again and the turns once.
         await self._update_inbox("answer_inbox", channel, message_id, {"status": "answered", "reply": list(replies)})
+        if exchange is not None:
+            await self.add_turns(exchange.user_key, exchange.turns, exchange.at)
 
     async def finish_inbox(self, channel: str, message_id: str, now: datetime) -> None:
         await self._update_inbox("finish_inbox", channel, message_id, {"status": "done", "done_at": now.isoformat()})
@@ -443,3 +453,7 @@ def _ai_request(row: dict[str, Any]) -> AIRequest:
         cost=Decimal(row["cost_usd"]), saved=Decimal(row["saved_usd"]), latency_ms=row["latency_ms"],
         tier=row["tier"], complexity=row["complexity"], error=row["error"], reason=row["reason"],
     )  # fmt: skip
+
+
+def _stored_turn(row: Mapping[str, Any]) -> StoredTurn:
+    return StoredTurn(row["id"], row["role"], row["content"], row["tokens"], row["size"])

@@ -102,3 +102,98 @@ async def test_replies_are_stored_before_they_are_sent_and_done_only_after(make_
     [[item]] = seen
     assert item.message_id == "m-1" and item.replies and item.replies[0].startswith("[simulated]")
     assert await db.open_inbox() == []
+
+
+class Spy:
+    """Counts the calls made to a real store's methods from outside it (the store still does the
+    work; a method calling another is one call)."""
+
+    def __init__(self, db: Any, *names: str) -> None:
+        self.calls: list[str] = []
+        self.fail: dict[str, int] = {}
+        self.depth = 0
+        for name in names:
+            setattr(db, name, self._wrap(name, getattr(db, name)))
+
+    def _wrap(self, name: str, method: Any) -> Any:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if self.depth == 0:
+                self.calls.append(name)
+            if self.fail.get(name):
+                self.fail[name] -= 1
+                raise ConnectionError("database down")
+            self.depth += 1
+            try:
+                return await method(*args, **kwargs)
+            finally:
+                self.depth -= 1
+
+        return call
+
+
+async def test_a_claimed_message_reads_its_conversation_with_the_claim_and_stores_it_with_the_replies(
+    make_bot: Any,
+) -> None:
+    bot: Bot = await make_bot()
+    db = bot.deps.db
+    spy = Spy(db, "claim_inbox_reading", "conversation", "add_turns", "answer_inbox", "finish_inbox")
+    replier = Recording()
+    dispatcher = Dispatcher(bot.pipeline, {"console": replier})
+    for i in range(3):
+        inbound = Inbound("console", "a", "a", f"m-{i}", f"question number {i}")
+        assert await dispatcher.claim(inbound)
+        await dispatcher.run(inbound)
+    assert spy.calls == ["claim_inbox_reading", "answer_inbox", "finish_inbox"] * 3
+    conv = await db.conversation("console:a")
+    assert [t.content for t in conv.turns if t.role == "user"] == [f"question number {i}" for i in range(3)]
+    assert len(conv.turns) == 6 and [m for m, _ in replier.sent] == ["m-0", "m-1", "m-2"]
+
+
+async def test_a_conversation_read_before_another_message_of_the_user_finished_is_read_again(
+    make_bot: Any,
+) -> None:
+    bot: Bot = await make_bot()
+    spy = Spy(bot.deps.db, "conversation", "claim_inbox_reading")
+    dispatcher = Dispatcher(bot.pipeline, {"console": Recording()})
+    seen: list[str] = []
+    handle = bot.pipeline.handle
+
+    async def recording(inbound: Inbound, **kwargs: Any) -> Any:
+        turn = await handle(inbound, **kwargs)
+        seen.append(turn.outcomes["context"])
+        return turn
+
+    bot.pipeline.handle = recording  # type: ignore[method-assign]
+    first, second = (Inbound("console", "a", "a", f"m-{i}", f"question number {i}") for i in range(2))
+    other = Inbound("console", "b", "b", "m-b", "another user's question")
+    assert await dispatcher.claim(first) and await dispatcher.claim(second) and await dispatcher.claim(other)
+    await dispatcher.run(first)
+    await dispatcher.run(second)  # its claim's read missed the first exchange: read again
+    await dispatcher.run(other)  # another user's read still holds
+    assert seen == ["0 turns", "2 turns", "0 turns"]
+    assert spy.calls == ["claim_inbox_reading"] * 3 + ["conversation"]
+
+
+async def test_an_exchange_whose_write_failed_is_stored_once_by_the_sweep_and_the_reply_sent_once(
+    make_bot: Any,
+) -> None:
+    bot: Bot = await make_bot()
+    db = bot.deps.db
+    spy = Spy(db, "answer_inbox")
+    spy.fail["answer_inbox"] = 1  # the database drops out after the answer was paid for
+    replier = Recording()
+    dispatcher = Dispatcher(bot.pipeline, {"console": replier})
+    inbound = Inbound("console", "a", "a", "m-1", "a question")
+    assert await dispatcher.claim(inbound)
+    await dispatcher.run(inbound)
+    assert replier.sent == [] and (await db.conversation("console:a")).turns == []
+    bot.clock.advance(seconds=61)  # the lease ran out: the sweep takes it back
+    assert await dispatcher.resume() == 1
+    assert await dispatcher.drain(5) == 0
+    assert spy.calls == ["answer_inbox", "answer_inbox"]
+    assert [m for m, _ in replier.sent] == ["m-1"]
+    assert [t.role for t in (await db.conversation("console:a")).turns] == ["user", "assistant"]
+    now = bot.clock.now
+    rows = await db.requests(now - timedelta(days=1), now + timedelta(days=1))
+    assert len(rows) == 1  # paid once
+    assert await db.open_inbox() == []

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from benchmarks import roundtrips
-from budget.records import AIRequest, InboxItem, Kind, ResourceUse, Status
+from budget.records import AIRequest, Conversation, Exchange, InboxItem, Kind, ResourceUse, Status
 from budget.stores import Database, open_database
 from budget.stores.postgres import PostgresDatabase, _split_url, uses_statement_cache
 from budget.stores.supabase_rest import SupabaseDatabase
@@ -119,6 +119,55 @@ async def test_inbox_claims_each_message_once(db: Database) -> None:
     assert await db.open_inbox() == [InboxItem("whatsapp", "42", {"text": "hi"}, ["hello", "there"])]
     await db.finish_inbox("whatsapp", "42", T0)
     assert await db.open_inbox() == []
+
+
+async def test_a_claim_reads_the_conversation_in_the_same_step(db: Database) -> None:
+    turns = await db.add_turns("telegram:1", [("user", "q0", 3, 2), ("assistant", "a0", 4, 2)], T0)
+    summary = await db.fold("telegram:1", [turns[0].id], ("s", 5, 1), T0)
+    await db.add_turns("telegram:2", [("user", "someone else's", 1, 1)], T0)
+    conv = await db.claim_inbox_reading("telegram", "42", "telegram:1", {"text": "hi"}, T0)
+    assert conv is not None and conv.summary == summary and conv.turns == [turns[1]]
+    assert await db.claim_inbox_reading("telegram", "42", "telegram:1", {"text": "hi"}, T0) is None
+    assert await db.claim_inbox("telegram", "42", "telegram:1", {"text": "hi"}, T0) is False
+    fresh = await db.claim_inbox_reading("whatsapp", "7", "whatsapp:+1", {"text": "yo"}, T0, lease_s=5)
+    assert fresh == Conversation(None, [])
+    assert await db.open_inbox() == [
+        InboxItem("telegram", "42", {"text": "hi"}, None), InboxItem("whatsapp", "7", {"text": "yo"}, None)
+    ]  # fmt: skip
+    bot_later = T0 + timedelta(seconds=6)
+    assert [i.message_id for i in await db.lease_open(bot_later, 60)] == ["7"]  # its lease was 5 s
+
+
+async def test_the_replies_and_the_exchange_are_stored_in_one_step(db: Database) -> None:
+    assert await db.claim_inbox("telegram", "42", "telegram:1", {"text": "q"}, T0)
+    await db.add_turns("telegram:1", [("user", "before", 1, 1)], T0)
+    exchange = Exchange("telegram:1", (("user", "q", 1, 1), ("assistant", "a", 2, 1)), T0)
+    await db.answer_inbox("telegram", "42", ["a"], exchange)
+    assert await db.open_inbox() == [InboxItem("telegram", "42", {"text": "q"}, ["a"])]
+    conv = await db.conversation("telegram:1")
+    assert [(t.role, t.content, t.tokens) for t in conv.turns] == [
+        ("user", "before", 1), ("user", "q", 1), ("assistant", "a", 2)
+    ]  # fmt: skip
+    assert conv.turns[0].id < conv.turns[1].id < conv.turns[2].id
+    await db.answer_inbox("telegram", "42", ["again"], None)  # no exchange: the replies alone
+    assert (await db.open_inbox())[0].replies == ["again"]
+    assert len((await db.conversation("telegram:1")).turns) == 3
+
+
+async def test_a_refused_exchange_is_stored_once_when_the_answer_is_written_again(db: Database) -> None:
+    assert await db.claim_inbox("telegram", "42", "telegram:1", {"text": "q"}, T0)
+    bad = Exchange("telegram:1", (("user", "q", 1, 1), ("assistant", None, 1, 1)), T0)  # type: ignore[arg-type]
+    with pytest.raises(Exception, match=r"(?i)null"):
+        await db.answer_inbox("telegram", "42", ["a"], bad)
+    # One statement (Postgres) or transaction (SQLite): nothing stored. Over REST, two requests,
+    # the replies first: they are kept, the turns are not.
+    stored = ["a"] if isinstance(db, SupabaseDatabase) else None
+    assert await db.open_inbox() == [InboxItem("telegram", "42", {"text": "q"}, stored)]
+    assert (await db.conversation("telegram:1")).turns == []
+    good = Exchange("telegram:1", (("user", "q", 1, 1), ("assistant", "a", 1, 1)), T0)
+    await db.answer_inbox("telegram", "42", ["a"], good)  # the dispatcher's retry
+    assert [t.content for t in (await db.conversation("telegram:1")).turns] == ["q", "a"]
+    assert await db.open_inbox() == [InboxItem("telegram", "42", {"text": "q"}, ["a"])]
 
 
 async def test_users_upsert(db: Database) -> None:
@@ -257,11 +306,11 @@ async def test_each_hot_path_call_is_one_round_trip_on_a_direct_connection(
     assert db.statement_cache
 
     async def message(i: int) -> None:
-        await db.claim_inbox("telegram", str(i), "u", {"text": "hi"}, T0)
-        conv = await db.conversation("u")
-        turns = await db.add_turns("u", [("user", f"q{i}", 1, 1), ("assistant", f"a{i}", 1, 1)], T0)
-        await db.fold("u", [t.id for t in conv.turns[:1] + turns[:1]], (f"s{i}", 1, 1), T0)
-        await db.answer_inbox("telegram", str(i), [f"a{i}"])
+        conv = await db.claim_inbox_reading("telegram", str(i), "u", {"text": "hi"}, T0)
+        assert conv is not None
+        await db.fold("u", [t.id for t in conv.turns[:2]], (f"s{i}", 1, 1), T0)
+        exchange = Exchange("u", (("user", f"q{i}", 1, 1), ("assistant", f"a{i}", 1, 1)), T0)
+        await db.answer_inbox("telegram", str(i), [f"a{i}"], exchange)
         await db.finish_inbox("telegram", str(i), T0)
 
     await message(0)  # each statement is prepared once per connection, then cached
@@ -269,14 +318,16 @@ async def test_each_hot_path_call_is_one_round_trip_on_a_direct_connection(
     await message(1)
     counted = tally.end()
     # One bind-and-execute each: no prepare (the statement cache), no begin or commit (one
-    # statement each), no reset query when the connection goes back to the pool.
+    # statement each), no reset query when the connection goes back to the pool. The claim reads
+    # the conversation, the answer stores the exchange: three exchanges a message, four on a fold.
     assert sorted(label for _, label in counted.labels.elements()) == [
-        "bind_execute: insert inbox", "bind_execute: insert messages", "bind_execute: select messages",
-        "bind_execute: update inbox", "bind_execute: update inbox", "bind_execute: with folded",
+        "bind_execute: update inbox", "bind_execute: with added", "bind_execute: with claimed",
+        "bind_execute: with folded",
     ]  # fmt: skip
     conv = await db.conversation("u")
     assert conv.summary is not None and conv.summary.content == "s1"
-    assert [t.content for t in conv.turns] == ["a1"]  # q0, a0 and q1 folded
+    assert [t.content for t in conv.turns] == ["q1", "a1"]  # q0, a0 folded
+    assert await db.claim_inbox_reading("telegram", "1", "u", {}, T0) is None
 
 
 async def test_turns_are_stored_all_or_none_and_the_connection_stays_usable(
