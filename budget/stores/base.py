@@ -27,8 +27,8 @@ class HotStore(Protocol):
         """Current values; None for a counter that does not exist yet (to be seeded)."""
         ...
 
-    async def seed_counter(self, key: str, value: int, ttl_s: int) -> None:
-        """Set a counter from the ledger unless it already exists."""
+    async def seed_counter(self, key: str, value: int, ttl_s: int) -> bool:
+        """Set a counter from the ledger unless it already exists; True if it did."""
         ...
 
     async def set_counters(self, values: Mapping[str, int], ttl_s: int) -> None:

@@ -33,9 +33,8 @@ e) reserve and settle never create a counter on the store in use (the stores wou
    counters exist (one more round trip: another process's switch may have just deleted any of
    them). reserve refuses a hold on a missing counter (the caller reads the meters again, which
    seeds it, and retries: bot/calls.py does); settle leaves it out, since the ledger it will be
-   seeded from has the call's row by then (bot/calls.py records right after the settle). If this
-   process is seeding it at that moment (its ledger read came first), the settle waits for the
-   seed and adds the amount after it.
+   seeded from has the call's row (bot/calls.py records the row, then settles). If this process
+   is seeding it at that moment, the settle waits for the seed, then goes by (j).
 f) This process's reservations still open on the store it left are carried to the store in use,
    key by key as each counter exists there, before any new reservation: no limit check (they were
    admitted), same expiry, an id of their own. A settle then replaces each carried hold. A carry
@@ -49,6 +48,14 @@ i) A seed follows a read that found its counter missing and a ledger sum, in the
    dropped: its sum may predate a settle that found the counter missing on the new store and was
    left out (e), so written there it would under-count. The caller reads again and seeds afresh;
    meanwhile reserve refuses the missing counter (e), so nothing is admitted unchecked.
+j) A seed's sum has every call recorded before it, and a call is recorded before its settle
+   begins (bot/calls.py; the outbox's record and the ledger sum's last read are each one step of
+   the event loop, with the settle's or the seed's start). So a settle does not add to a counter
+   that this process seeded after the settle began: the seed's sum has the call already. The
+   stores say whether a seed wrote (``seed_counter`` returns it), and a settle checks a counter
+   again once a seed of it sent around its check is answered. Without this, a call in flight over
+   a switch back counted twice (tests/budget/test_failover.py caught it in 25 runs of 30, once its
+   ledger recorded the row before the settle as bot/calls.py does).
 
 Limits:
 
@@ -61,11 +68,16 @@ Limits:
   the write (one round trip fewer for each) was tried and reverted: without the read before it, a
   settle more often finds a counter missing while this process's own seed of it is blocked behind
   a switch back, and the counter under-counts (tests/budget/test_failover.py caught it, about 1
-  run in 6; with rule (i) too, about 1 in 4: a cause is still unfound).
-- Across processes, around a switch back, the same can happen: a seed reads the ledger, another process settles on the
-  still-missing counter (left out) and records its row, then the seed writes the older sum. It
-  under-counts that one call until the period ends. Closing it needs a seed that knows which
-  settles it missed (a per-counter log of left-out amounts with the row times), not built yet.
+  run in 6). The cause, found later: that drill recorded each row after its settle, unlike
+  bot/calls.py, so a seed read between the two missed a call left out; its current order and
+  rule (j) may let the fold hold, which has not been tried again yet.
+- Across processes, (j) is not known: a call recorded by one process and settled after another
+  process seeded the counter from a sum that has the row counts twice (a budget reached a little
+  early, never passed). And a seed sums only its own process's outbox rows still waiting, so
+  around a switch back a settle left out on a missing counter can be missing from another
+  process's seed: that call under-counts until the period ends. Closing both needs a seed that
+  knows which settles it has (a per-counter log of settled amounts with their row ids), not
+  built yet.
 """
 
 from __future__ import annotations
@@ -217,6 +229,14 @@ class FailoverHotStore:
         # Counters a caller found missing on store i and is about to seed (Budget.meters): set once seeded.
         self._seeding: tuple[dict[str, asyncio.Event], dict[str, asyncio.Event]] = ({}, {})
         self._switches = 0  # moves on with every switch, either way (rule i)
+        # Rule (j): a sequence of this process's settles and seeds, in the order they begin; the
+        # settles under way (their numbers), and for each counter on store i the number of the first
+        # seed of it written while one of them was under way.
+        self._ticks = 0
+        self._settling: set[int] = set()
+        self._seeded_at: tuple[dict[str, int], dict[str, int]] = ({}, {})
+        # Seeds of this process sent to store i and not yet answered, by counter: each set when answered.
+        self._flying: tuple[dict[str, set[asyncio.Event]], dict[str, set[asyncio.Event]]] = ({}, {})
         self._open: dict[str, _Open] = {}
         self._fallback_calls = 0
         self._fallback_idle = asyncio.Event()
@@ -346,6 +366,7 @@ class FailoverHotStore:
         for seeded in self._seeding[i].values():
             seeded.set()
         self._seeding[i].clear()
+        self._seeded_at[i].clear()
 
     def _seeded(self, i: int, key: str) -> None:
         seeded = self._seeding[i].pop(key, None)
@@ -417,21 +438,35 @@ class FailoverHotStore:
                 self._seeded(i, key)
         return values
 
-    async def seed_counter(self, key: str, value: int, ttl_s: int) -> None:
+    async def seed_counter(self, key: str, value: int, ttl_s: int) -> bool:
+        self._ticks += 1  # before any await: the ledger sum ``value`` was read just now (rule j)
+        tick = self._ticks
         read_at = _READ_AT.get()
         if read_at is not None and read_at[0] == id(self) and read_at[1] != self._switches:
             # Rule (i): the ledger sum was read before a switch; written now it could miss a settle
             # made meanwhile. Not written: the caller's next read finds the counter missing again.
             log.debug("seed of %s read before a switch: dropped", key)
-            return
+            return False
 
-        async def on(i: int) -> None:
+        async def on(i: int) -> bool:
             if i == 1:
                 self._written.add(key)
-            await self.stores[i].seed_counter(self._k(i, key), value, ttl_s)
+            answered = asyncio.Event()
+            flying = self._flying[i].setdefault(key, set())
+            flying.add(answered)
+            try:
+                wrote = await self.stores[i].seed_counter(self._k(i, key), value, ttl_s)
+                if wrote and self._settling and min(self._settling) < tick:
+                    self._seeded_at[i][key] = tick  # settles begun before it must not add what it has (j)
+            finally:
+                flying.discard(answered)
+                if not flying:
+                    self._flying[i].pop(key, None)
+                answered.set()
             self._seeded(i, key)
+            return wrote
 
-        await self._run(on)
+        return await self._run(on)
 
     async def set_counters(self, values: Mapping[str, int], ttl_s: int) -> None:
         async def on(i: int) -> None:
@@ -471,38 +506,62 @@ class FailoverHotStore:
     async def settle(
         self, reservation_id: str, actual: Mapping[str, int], *, seeded_only: bool = True
     ) -> list[str]:
+        self._ticks += 1  # before any await: the caller has recorded the call's row by now (rule j)
+        began = self._ticks
+
         async def on(i: int) -> None:
             held = self._open.get(reservation_id)
             if held is None:
-                await self._settle_on(i, reservation_id, actual, {})
+                await self._settle_on(i, reservation_id, actual, {}, began)
                 return
             async with held.lock:  # never at the same time as a carry of it
-                await self._settle_on(i, reservation_id, actual, held.at)
+                await self._settle_on(i, reservation_id, actual, held.at, began)
                 self._open.pop(reservation_id, None)
 
-        await self._run(on)
-        return []  # what is left out is left out on purpose (e): nothing for the caller to do
+        self._settling.add(began)
+        try:
+            await self._run(on)
+        finally:
+            self._settling.discard(began)
+            self._prune_seeded_at()
+        return []  # what is left out is left out on purpose (e, j): nothing for the caller to do
+
+    def _prune_seeded_at(self) -> None:
+        """Rule (j)'s marks matter only to settles begun before them."""
+        for marks in self._seeded_at:
+            if not self._settling:
+                marks.clear()
+            elif len(marks) > 1024:
+                oldest = min(self._settling)
+                for key in [k for k, tick in marks.items() if tick < oldest]:
+                    del marks[key]
 
     async def _settle_on(
-        self, i: int, reservation_id: str, actual: Mapping[str, int], at: Mapping[str, tuple[int, str]]
+        self, i: int, reservation_id: str, actual: Mapping[str, int], at: Mapping[str, tuple[int, str]], began: int
     ) -> None:
-        """Settle on store ``i`` (rules b and e). Each amount goes to the id that holds its key here;
-        a key held on the other store, or by no reservation of ours, goes with the original id,
-        which adds only the actual."""
+        """Settle on store ``i`` (rules b, e and j). Each amount goes to the id that holds its key
+        here; a key held on the other store, or by no reservation of ours, goes with the original
+        id, which adds only the actual."""
         if i == 1:
             self._written.update(actual)
         here = {rid for store, rid in at.values() if store == i}  # holds here are settled or released
         todo = dict(actual)
         while True:
+            # A seed sent around the check may land on either side of it, and whether it wrote is
+            # known when it is answered: its counters are checked again after that.
+            flying = [sent for k in todo for sent in self._flying[i].get(k, ())]
             missing = set(todo) - await self._present(i, todo)
             seeding = [self._seeding[i][k].wait() for k in missing if k in self._seeding[i]]
+            seeding += [sent.wait() for sent in flying if not sent.is_set()]
             if seeding:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.gather(*seeding), _SEED_WAIT_S)
                 if any(k in self._seeding[i] for k in missing):
                     todo = {k: v for k, v in todo.items() if k not in missing}  # gave up waiting: left out
                 continue
-            ready = {k: v for k, v in todo.items() if k not in missing}
+            # Seeded by this process since this settle began: the seed's sum has the call (j).
+            counted = {k for k in todo if self._seeded_at[i].get(k, began) > began}
+            ready = {k: v for k, v in todo.items() if k not in missing and k not in counted}
             if not ready and not here:
                 return  # the last step was the check: a seed that starts now reads a ledger with this call
             parts: dict[str, dict[str, int]] = {rid: {} for rid in here}

@@ -27,8 +27,11 @@ class MemoryHotStore:
     async def get_counters(self, keys: Sequence[str]) -> list[int | None]:
         return [self._counters.get(k) for k in keys]
 
-    async def seed_counter(self, key: str, value: int, ttl_s: int) -> None:
-        self._counters.setdefault(key, value)
+    async def seed_counter(self, key: str, value: int, ttl_s: int) -> bool:
+        if key in self._counters:
+            return False
+        self._counters[key] = value
+        return True
 
     async def set_counters(self, values: Mapping[str, int], ttl_s: int) -> None:
         self._counters.update(values)

@@ -171,15 +171,16 @@ class PostgresHotStore:
         found = {r["key"]: int(r["value"]) for r in rows}
         return [found.get(k) for k in keys]
 
-    async def seed_counter(self, key: str, value: int, ttl_s: int) -> None:
+    async def seed_counter(self, key: str, value: int, ttl_s: int) -> bool:
         pool = await self._conn_pool()
-        await pool.execute(
+        status = await pool.execute(
             f"insert into {self._counters} as c (key, value, expires_at)"
             " values ($1, $2, now() + make_interval(secs => $3))"
             " on conflict (key) do update set value = excluded.value, expires_at = excluded.expires_at"
             " where c.expires_at <= now()",
             key, _whole(value), _ttl(ttl_s),
         )  # fmt: skip
+        return bool(status == "INSERT 0 1")
 
     async def set_counters(self, values: Mapping[str, int], ttl_s: int) -> None:
         pool = await self._conn_pool()

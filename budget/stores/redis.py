@@ -135,8 +135,8 @@ class RedisHotStore:
         values: list[Any] = await self.redis.mget([self._k(k) for k in keys])
         return [None if v is None else int(v) for v in values]
 
-    async def seed_counter(self, key: str, value: int, ttl_s: int) -> None:
-        await self.redis.set(self._k(key), _whole(value), nx=True, ex=max(1, int(ttl_s)))
+    async def seed_counter(self, key: str, value: int, ttl_s: int) -> bool:
+        return bool(await self.redis.set(self._k(key), _whole(value), nx=True, ex=max(1, int(ttl_s))))
 
     async def set_counters(self, values: Mapping[str, int], ttl_s: int) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:

@@ -291,6 +291,43 @@ async def test_a_seed_read_before_a_switch_is_dropped(redis_server: ThrowawayRed
         await hot.aclose()
 
 
+async def test_a_settle_leaves_out_a_counter_seeded_after_it_began(redis_server: ThrowawayRedis, pg_url: str) -> None:
+    # Rule (j): bot/calls.py records the call's row, then settles. A counter deleted meanwhile
+    # (another process's switch back) and seeded again after the settle began has the call in the
+    # seed's sum: the settle must not add it a second time. Seeded before it began, it adds.
+    hot = failover(redis_server.url, pg_url)
+    try:
+        assert await seeded(hot, [GLOBAL], value=100) == [100]
+        primary = hot.stores[0]
+        assert isinstance(primary, RedisHotStore)
+        read = primary.get_counters
+        slow: list[asyncio.Event] = []
+
+        async def slow_read(keys: list[str]) -> list[int | None]:  # the real read, after a slow network
+            if slow:
+                await slow.pop().wait()
+            return await read(keys)
+
+        primary.get_counters = slow_read  # type: ignore[method-assign]
+        for rid, actual, ledger in (("late", 30, 130), ("early", 20, 150)):
+            assert await hot.reserve(rid, [Hold(GLOBAL, 50, 1000)], 600, now=0) is None
+            assert await hot._delete([GLOBAL], None)  # what another process's switch back runs: holds go too
+            if rid == "early":
+                assert await seeded(hot, [GLOBAL], value=ledger - actual) == [130]  # before the call's row
+            gate = asyncio.Event()
+            slow.append(gate)
+            settle = asyncio.create_task(hot.settle(rid, {GLOBAL: actual}))  # the row is in the ledger now
+            await asyncio.sleep(0)  # the settle began: its check waits on the network
+            assert not slow
+            if rid == "late":
+                assert await seeded(hot, [GLOBAL], value=ledger) == [130]  # the sum has the call
+            gate.set()
+            await settle
+            assert await hot.get_counters([GLOBAL]) == [ledger]
+    finally:
+        await hot.aclose()
+
+
 async def test_a_new_process_clears_what_an_earlier_one_left_on_the_fallback(
     redis_server: ThrowawayRedis, pg_url: str
 ) -> None:
@@ -365,7 +402,7 @@ async def test_with_both_stores_down_ai_replies_pause_with_a_clear_error(
 
 @dataclass
 class Ledger:
-    """The ledger as Budget reads it: each call's cost, recorded right after its settle (bot/calls.py)."""
+    """The ledger as Budget reads it: each call's cost, recorded right before its settle (bot/calls.py)."""
 
     rows: list[tuple[str, int]] = field(default_factory=list)
 
@@ -399,8 +436,8 @@ async def test_budget_never_passes_a_limit_across_an_outage(
             return False
         await asyncio.sleep(rng.uniform(0.05, 0.25))  # the LLM call, in flight across the switches
         actual = Decimal(rng.randint(300, 1000)) / 1_000_000
+        ledger.rows.append((user, to_nano(actual)))  # the row first, then the settle: bot/calls.py
         await budget.settle(reservation, actual, 0)
-        ledger.rows.append((user, to_nano(actual)))
         return True
 
     async def worker(user: str, budget: Budget) -> None:
@@ -419,16 +456,23 @@ async def test_budget_never_passes_a_limit_across_an_outage(
         while any(await asyncio.gather(*(call(u, b) for u in users for b in budgets))):  # until nothing fits
             pass
         assert [hot.using for hot in stores] == [0] * processes
-        # Nothing in flight now: the counters (seeded again from the ledger after the outage) are the ledger.
+        # Nothing in flight now: the counters (seeded again from the ledger after the outage) are the
+        # ledger in one process (rule j). Across processes a call in flight over another process's
+        # switch back can count twice, never less (see Limits): a budget reached a little early.
+        over: dict[str | None, int] = {}
         for user in users:
             meters = await budgets[0].meters(user, NOW)
             used = {(m.scope.value, m.period.value): m.used for m in meters if m.unit.value == "usd"}
-            assert used[("user", "month")] == ledger.total(user)
-            assert used[("global", "month")] == ledger.total()
+            over[user] = used[("user", "month")] - ledger.total(user)
+            over[None] = used[("global", "month")] - ledger.total()
+        if processes == 1:
+            assert set(over.values()) == {0}
+        else:
+            assert all(0 <= n <= 10 * to_nano(worst) for n in over.values()), over  # 10 calls in flight at most
     finally:
         for hot in stores:
             await hot.aclose()
 
-    assert to_nano(global_limit) - to_nano(worst) < ledger.total() <= to_nano(global_limit)
+    assert to_nano(global_limit) - to_nano(worst) - over[None] < ledger.total() <= to_nano(global_limit)
     for user in users:
         assert ledger.total(user) <= to_nano(user_limit)

@@ -59,8 +59,8 @@ async def hot(request: pytest.FixtureRequest) -> AsyncIterator[HotStore]:
 
 async def test_counters_start_missing_and_seed_only_once(hot: HotStore) -> None:
     assert await hot.get_counters(["a", "b"]) == [None, None]
-    await hot.seed_counter("a", 5, 60)
-    await hot.seed_counter("a", 99, 60)
+    assert await hot.seed_counter("a", 5, 60) is True
+    assert await hot.seed_counter("a", 99, 60) is False  # it says whether it wrote (failover rule j)
     assert await hot.get_counters(["a", "b"]) == [5, None]
 
 
