@@ -4,8 +4,10 @@ local outbox that a background task flushes in batches (DESIGN invariant 3: none
 With the outbox, a message never waits on Postgres: the row is committed to a local SQLite file
 (tens of microseconds), and the flusher writes batches to the ledger, retrying while it is down.
 Rows carry a unique request_id and the ledger ignores one it has, so a retried batch never
-doubles a row. Spend counts the rows still waiting as well: between the ledger's commit and
-the outbox's delete a row may count twice for a moment, which errs on the safe side.
+doubles a row. Spend counts the rows still waiting as well, and those a flush wrote while it read
+the ledger (its snapshot may predate that commit): such a row may count twice for a moment, which
+errs on the safe side, but is never missed. So a flushed row is deleted only once no spend that
+began before its flush is still reading.
 """
 
 from __future__ import annotations
@@ -95,8 +97,14 @@ class OutboxRecorder:
         self._local.execute(
             "create table if not exists outbox (seq integer primary key autoincrement, request_id text unique,"
             " user_key text not null, created_at text not null, cost_nano integer not null, tokens integer not null,"
-            " row text not null)"
+            " row text not null, flushed integer)"
         )
+        columns = {c[1] for c in self._local.execute("pragma table_info(outbox)")}
+        if "flushed" not in columns:  # a file from before flushed rows were kept a moment
+            self._local.execute("alter table outbox add column flushed integer")
+        self._local.execute("delete from outbox where flushed is not null")  # in the ledger already
+        self._flushes = 0  # batches written to the ledger by this process; a flushed row keeps its number
+        self._reading = 0  # spends reading the ledger now
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.failures = 0
@@ -121,16 +129,21 @@ class OutboxRecorder:
         self._wake.set()
 
     def pending(self) -> int:
-        (n,) = self._local.execute("select count(*) from outbox").fetchone()
+        (n,) = self._local.execute("select count(*) from outbox where flushed is null").fetchone()
         return int(n)
 
     async def spend(self, user_key: str | None, start: datetime, end: datetime) -> Spend:
-        stored = await self.db.spend(user_key, start, end)
+        began = self._flushes
+        self._reading += 1
+        try:
+            stored = await self.db.spend(user_key, start, end)
+        finally:
+            self._reading -= 1
         sql = (
             "select coalesce(sum(cost_nano), 0), coalesce(sum(tokens), 0) from outbox"
-            " where created_at >= ? and created_at < ?"
+            " where (flushed is null or flushed > ?) and created_at >= ? and created_at < ?"
         )
-        args = [_ts(start), _ts(end)]
+        args: list[str | int] = [began, _ts(start), _ts(end)]
         if user_key is not None:
             sql += " and user_key = ?"
             args.append(user_key)
@@ -141,11 +154,18 @@ class OutboxRecorder:
         """Write every waiting row to the ledger; returns how many. Raises if the ledger is down."""
         written = 0
         while True:
-            batch = self._local.execute("select seq, row from outbox order by seq limit ?", (self.batch,)).fetchall()
+            batch = self._local.execute(
+                "select seq, row from outbox where flushed is null order by seq limit ?", (self.batch,)
+            ).fetchall()
             if not batch:
                 return written
             await self.db.record([decode(text) for _, text in batch])
-            self._local.execute("delete from outbox where seq <= ?", (batch[-1][0],))
+            self._flushes += 1
+            self._local.execute(
+                "update outbox set flushed = ? where seq <= ? and flushed is null", (self._flushes, batch[-1][0])
+            )
+            if not self._reading:  # else a spend reading now may have missed the commit: kept for it
+                self._local.execute("delete from outbox where flushed is not null")
             written += len(batch)
 
     async def _run(self) -> None:

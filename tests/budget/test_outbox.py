@@ -1,5 +1,6 @@
 """The durable outbox: rows wait while the ledger is down and land exactly once when it is back."""
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -11,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from budget.outbox import OutboxRecorder, decode, encode
-from budget.records import AIRequest, Kind, Status
+from budget.records import AIRequest, Kind, Spend, Status
 from budget.stores import open_database
 from providers.base import Usage
 from tests.drills.servers import ThrowawayPostgres
@@ -52,6 +53,47 @@ async def test_rows_reach_the_ledger_and_spend_counts_them_before(tmp_path: Path
     await out.aclose()
     assert [r.request_id for r in await db.requests(T0, T0 + timedelta(days=1))] == ["r1", "r2"]
     assert (await db.spend(None, T0, T0 + timedelta(days=1))).nanos == 246_912
+
+
+async def flushed_out(out: OutboxRecorder) -> None:
+    for _ in range(500):
+        if out.pending() == 0:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the outbox was not flushed in 5 s")
+
+
+async def test_a_row_flushed_while_spend_reads_the_ledger_is_counted_once_at_least(tmp_path: Path) -> None:
+    # A seed's ledger read can take its snapshot before a flush commits and finish after the flush
+    # deleted the rows from the outbox: before, those rows counted nowhere and the seeded counter
+    # under-counted. The snapshot is modelled by reading the real ledger, then waiting for the flush.
+    db = open_database("memory://")
+    await db.migrate()
+    out = OutboxRecorder(db, tmp_path / "outbox.db")
+    flushed = asyncio.Event()
+    read = db.spend
+
+    async def read_then_wait(user_key: str | None, start: datetime, end: datetime) -> Spend:
+        snapshot = await read(user_key, start, end)
+        await flushed.wait()
+        return snapshot
+
+    db.spend = read_then_wait  # type: ignore[method-assign]
+    try:
+        spend = asyncio.create_task(out.spend(None, T0, T0 + timedelta(days=1)))
+        await asyncio.sleep(0)  # its snapshot is taken: the ledger has no row
+        await out.record([row(1)])  # the flusher writes it to the ledger in the background
+        await flushed_out(out)
+        flushed.set()
+        assert (await spend).nanos == 123_456  # in neither the snapshot nor the outbox's waiting rows
+        db.spend = read  # type: ignore[method-assign]
+        assert (await out.spend(None, T0, T0 + timedelta(days=1))).nanos == 123_456  # not twice once read
+        await out.record([row(2)])
+        await flushed_out(out)  # no spend reading now: the flushed rows go
+        assert out._local.execute("select count(*) from outbox").fetchone() == (0,)
+    finally:
+        flushed.set()
+    await out.aclose()
 
 
 @pytest.fixture
