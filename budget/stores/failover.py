@@ -29,19 +29,20 @@ d) Both stores failing raises ``StoresUnavailable``; for ``retry_after_s`` after
 And more, so that a switch in the middle of a message loses no hold:
 
 e) reserve and settle never create a counter on the store in use (the stores would start it at 0,
-   and it would then read as seeded, forgetting the period's spend). Each first reads which of its
-   counters exist (one more round trip: another process's switch may have just deleted any of
-   them). reserve refuses a hold on a missing counter (the caller reads the meters again, which
-   seeds it, and retries: bot/calls.py does); settle leaves it out, since the ledger it will be
-   seeded from has the call's row (bot/calls.py records the row, then settles). If this process
-   is seeding it at that moment, the settle waits for the seed, then goes by (j).
+   and it would then read as seeded, forgetting the period's spend): the stores' ``seeded_only``
+   refuses or leaves out a missing counter in the same atomic step as the write, since another
+   process's switch may have just deleted any of them. reserve refuses a hold on a missing counter
+   (the caller reads the meters again, which seeds it, and retries: bot/calls.py does); settle
+   leaves it out, since the ledger it will be seeded from has the call's row (bot/calls.py
+   records the row, then settles; see j). On the fallback, and with reservations to carry (f),
+   reserve first reads which of its counters exist: one round trip more, off the hot path.
 f) This process's reservations still open on the store it left are carried to the store in use,
    key by key as each counter exists there, before any new reservation: no limit check (they were
    admitted), same expiry, an id of their own. A settle then replaces each carried hold. A carry
    and the settle of one reservation never overlap; a new reservation waits for both.
 g) The switch back waits for calls in flight on the fallback, and calls arriving meanwhile wait
    for it: nothing is written to the fallback after the keys to delete are listed.
-h) A process still on the fallback sees the epoch move with its next reserve or settle, and goes
+h) A process still on the fallback sees the epoch move with its next reserve, and goes
    back at its next call instead of at the end of its own ``retry_after_s``.
 i) A seed follows a read that found its counter missing and a ledger sum, in the caller's task
    (Budget.meters). If this process switched stores between that read and the seed, the seed is
@@ -52,9 +53,11 @@ j) A seed's sum has every call recorded before it, and a call is recorded before
    begins (bot/calls.py; the outbox's record and the ledger sum's last read are each one step of
    the event loop, with the settle's or the seed's start). So a settle does not add to a counter
    that this process seeded after the settle began: the seed's sum has the call already. The
-   stores say whether a seed wrote (``seed_counter`` returns it), and a settle checks a counter
-   again once a seed of it sent around its check is answered. Without this, a call in flight over
-   a switch back counted twice (tests/budget/test_failover.py caught it in 25 runs of 30, once its
+   stores say whether a seed wrote (``seed_counter`` returns it). A settle waits for this
+   process's seeds of its counters sent before it began (they lack the call: it adds to what they
+   wrote); one sent after it began that still lands before its write is answered after, and the
+   settle then takes its amount back in one more step. Without this, a call in flight over a
+   switch back counted twice (tests/budget/test_failover.py caught it in 25 runs of 30, once its
    ledger recorded the row before the settle as bot/calls.py does).
 
 Limits:
@@ -63,14 +66,10 @@ Limits:
   Postgres while the others use Redis, each counting only its own calls; around a switch back,
   (h) narrows the split to about one call per process. Another process's calls in flight at a
   switch are not on the new store until they settle. Each can let spend pass a limit a little.
-- (e) reads, then writes; the stores' ``seeded_only`` makes the write refuse (reserve) or leave
-  out (settle) a counter deleted in between, so none is recreated from 0. Folding the read into
-  the write (one round trip fewer for each) was tried and reverted: without the read before it, a
-  settle more often finds a counter missing while this process's own seed of it is blocked behind
-  a switch back, and the counter under-counts (tests/budget/test_failover.py caught it, about 1
-  run in 6). The cause, found later: that drill recorded each row after its settle, unlike
-  bot/calls.py, so a seed read between the two missed a call left out; its current order and
-  rule (j) may let the fold hold, which has not been tried again yet.
+- (e) once read the counters before each reserve and settle. Dropping that read (one Redis round
+  trip fewer for each) first under-counted in the outage drill, 1 run in 6: the drill recorded
+  each row after its settle, unlike bot/calls.py, so a seed read between the two missed a call
+  left out. With the row first and rule (j), 60 drill runs of 60 are exact.
 - Across processes, (j) is not known: a call recorded by one process and settled after another
   process seeded the counter from a sum that has the row counts twice (a budget reached a little
   early, never passed). And a seed sums only its own process's outbox rows still waiting, so
@@ -86,7 +85,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -103,7 +102,6 @@ Deleter = Callable[[Sequence[str], "int | None"], Awaitable[bool]]
 PROBE_KEY = "pb:{failover}:probe"
 EPOCH_KEY = "pb:{failover}:epoch"  # on the fallback: the current outage's number
 CLEANED_KEY = "pb:{failover}:cleaned"  # on the primary: the last outage cleaned up there
-_SEED_WAIT_S = 2.0  # how long a settle waits for a seed under way of a counter it finds missing
 
 # KEYS[1] CLEANED_KEY, KEYS[2] the index of open reservations, KEYS[3..] the counters; ARGV[1] the
 # outage epoch ('' for none), ARGV[2] the key prefix of reservation hashes. Belongs in lua/ behind
@@ -226,8 +224,6 @@ class FailoverHotStore:
         self._down_until = float("-inf")
         self._epoch: int | None = None  # the outage whose counters this process uses on the fallback
         self._written: set[str] = set()  # counters this process wrote on the fallback in this outage
-        # Counters a caller found missing on store i and is about to seed (Budget.meters): set once seeded.
-        self._seeding: tuple[dict[str, asyncio.Event], dict[str, asyncio.Event]] = ({}, {})
         self._switches = 0  # moves on with every switch, either way (rule i)
         # Rule (j): a sequence of this process's settles and seeds, in the order they begin; the
         # settles under way (their numbers), and for each counter on store i the number of the first
@@ -362,16 +358,8 @@ class FailoverHotStore:
         return key if i == 0 else f"{key}#{self._epoch}"
 
     def _forget(self, i: int) -> None:
-        """Seeds under way on store ``i`` before a switch to it are no longer awaited."""
-        for seeded in self._seeding[i].values():
-            seeded.set()
-        self._seeding[i].clear()
+        """Rule (j)'s marks on store ``i`` from before a switch to it: its counters were deleted."""
         self._seeded_at[i].clear()
-
-    def _seeded(self, i: int, key: str) -> None:
-        seeded = self._seeding[i].pop(key, None)
-        if seeded is not None:
-            seeded.set()
 
     async def _present(self, i: int, keys: Iterable[str]) -> set[str]:
         """Which of ``keys`` exist on store ``i``, asked every time: another process may have
@@ -385,12 +373,15 @@ class FailoverHotStore:
                 self._retry_at = float("-inf")  # another process is back on the primary: follow it now
         return {k for k, v in zip(wanted, values, strict=True) if v is not None}
 
+    def _drop_expired(self, now: float) -> None:
+        """Forget open reservations past their expiry: given back wherever they were held."""
+        for rid in [rid for rid, held in self._open.items() if held.now + held.ttl_s <= now]:
+            del self._open[rid]
+
     async def _carry(self, i: int, now: float, present: set[str]) -> None:
         """Hold on store ``i`` what this process's open reservations hold elsewhere (rule f)."""
+        self._drop_expired(now)
         for rid, held in list(self._open.items()):
-            if held.now + held.ttl_s <= now:
-                self._open.pop(rid, None)  # expired: given back wherever it was held
-                continue
             if not any(where[0] != i and k in present for k, where in held.at.items()):
                 continue
             # Waits for a settle of it under way (one stuck on the store that just failed included):
@@ -416,7 +407,7 @@ class FailoverHotStore:
 
     async def get_counters(self, keys: Sequence[str]) -> list[int | None]:
         async def on(i: int) -> list[int | None]:
-            return self._read(i, keys, await self.stores[i].get_counters([self._k(i, k) for k in keys]))
+            return self._read(await self.stores[i].get_counters([self._k(i, k) for k in keys]))
 
         return await self._run(on)
 
@@ -425,17 +416,12 @@ class FailoverHotStore:
     ) -> tuple[float, list[int | None]]:
         async def on(i: int) -> tuple[float, list[int | None]]:
             wait, values = await self.stores[i].hit_and_get(key, limit, window_s, now, [self._k(i, k) for k in keys])
-            return wait, self._read(i, keys, values)
+            return wait, self._read(values)
 
         return await self._run(on)
 
-    def _read(self, i: int, keys: Sequence[str], values: list[int | None]) -> list[int | None]:
+    def _read(self, values: list[int | None]) -> list[int | None]:
         _READ_AT.set((id(self), self._switches))  # for this task's seeds (rule i)
-        for key, value in zip(keys, values, strict=True):
-            if value is None:  # Budget.meters seeds it next: a settle that finds it missing waits for that
-                self._seeding[i].setdefault(key, asyncio.Event())
-            else:
-                self._seeded(i, key)
         return values
 
     async def seed_counter(self, key: str, value: int, ttl_s: int) -> bool:
@@ -463,7 +449,6 @@ class FailoverHotStore:
                 if not flying:
                     self._flying[i].pop(key, None)
                 answered.set()
-            self._seeded(i, key)
             return wrote
 
         return await self._run(on)
@@ -473,8 +458,6 @@ class FailoverHotStore:
             if i == 1:
                 self._written.update(values)
             await self.stores[i].set_counters({self._k(i, k): v for k, v in values.items()}, ttl_s)
-            for key in values:
-                self._seeded(i, key)
 
         await self._run(on)
 
@@ -485,12 +468,15 @@ class FailoverHotStore:
             if i == 1:
                 self._written.update(h.key for h in holds)
             elsewhere = {k for held in self._open.values() for k, where in held.at.items() if where[0] != i}
-            present = await self._present(i, [*(h.key for h in holds), *elsewhere])
-            missing = [h.key for h in holds if h.key not in present]
-            if missing:
-                log.debug("counter %s is not seeded on the store in use: refused until the meters are read", missing[0])
-                return missing[0]
-            await self._carry(i, now, present)
+            if elsewhere or i == 1:  # holds to carry first (f), or the epoch to watch (h): read which exist
+                present = await self._present(i, [*(h.key for h in holds), *elsewhere])
+                missing = [h.key for h in holds if h.key not in present]
+                if missing:
+                    log.debug("counter %s not seeded on the store in use: refused until meters are read", missing[0])
+                    return missing[0]
+                await self._carry(i, now, present)
+            elif len(self._open) > 256:  # the store itself refuses a missing counter, in the same step (e)
+                self._drop_expired(now)  # a lost task's reservation, now and then: not on every call
             named = [Hold(self._k(i, h.key), h.amount, h.limit) for h in holds]
             refused = await self.stores[i].reserve(reservation_id, named, ttl_s, now, seeded_only=True)
             if refused is not None:
@@ -539,41 +525,38 @@ class FailoverHotStore:
     async def _settle_on(
         self, i: int, reservation_id: str, actual: Mapping[str, int], at: Mapping[str, tuple[int, str]], began: int
     ) -> None:
-        """Settle on store ``i`` (rules b, e and j). Each amount goes to the id that holds its key
-        here; a key held on the other store, or by no reservation of ours, goes with the original
-        id, which adds only the actual."""
+        """Settle on store ``i`` (rules b, e and j), one step per reservation id: each amount goes
+        to the id that holds its key here; a key held on the other store, or by no reservation of
+        ours, goes with the original id, which adds only the actual. A counter missing there is
+        left out by the store in that same step (e)."""
         if i == 1:
             self._written.update(actual)
-        here = {rid for store, rid in at.values() if store == i}  # holds here are settled or released
-        todo = dict(actual)
-        while True:
-            # A seed sent around the check may land on either side of it, and whether it wrote is
-            # known when it is answered: its counters are checked again after that.
-            flying = [sent for k in todo for sent in self._flying[i].get(k, ())]
-            missing = set(todo) - await self._present(i, todo)
-            seeding = [self._seeding[i][k].wait() for k in missing if k in self._seeding[i]]
-            seeding += [sent.wait() for sent in flying if not sent.is_set()]
-            if seeding:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.gather(*seeding), _SEED_WAIT_S)
-                if any(k in self._seeding[i] for k in missing):
-                    todo = {k: v for k, v in todo.items() if k not in missing}  # gave up waiting: left out
+        # A seed sent before this settle began has no call in its sum: it must land first, so the
+        # settle adds to what it wrote. Whether it wrote is known once it is answered (a round trip).
+        await self._answered(i, actual)
+        # Seeded by this process since this settle began: the seed's sum has the call (j).
+        parts: dict[str, dict[str, int]] = {rid: {} for store, rid in at.values() if store == i}
+        for key, amount in actual.items():
+            if self._seeded_at[i].get(key, began) > began:
                 continue
-            # Seeded by this process since this settle began: the seed's sum has the call (j).
-            counted = {k for k in todo if self._seeded_at[i].get(k, began) > began}
-            ready = {k: v for k, v in todo.items() if k not in missing and k not in counted}
-            if not ready and not here:
-                return  # the last step was the check: a seed that starts now reads a ledger with this call
-            parts: dict[str, dict[str, int]] = {rid: {} for rid in here}
-            for key, amount in ready.items():
-                store, rid = at.get(key, (i, reservation_id))
-                parts.setdefault(rid if store == i else reservation_id, {})[self._k(i, key)] = amount
-            for rid, amounts in parts.items():
-                await self.stores[i].settle(rid, amounts, seeded_only=True)  # one deleted since the read: left out
-            todo = {k: v for k, v in todo.items() if k in missing}
-            here = set()
-            if not todo:
-                return
+            store, rid = at.get(key, (i, reservation_id))
+            parts.setdefault(rid if store == i else reservation_id, {})[key] = amount
+        added: dict[str, int] = {}
+        for rid, amounts in parts.items():
+            named = {self._k(i, k): a for k, a in amounts.items()}
+            left_out = await self.stores[i].settle(rid, named, seeded_only=True)
+            added.update((k, a) for k, a in amounts.items() if self._k(i, k) not in left_out)
+        # A seed sent after this settle began can still land before its write: then both counted
+        # the call, and the settle's amount is taken back (a step more, only around a switch).
+        await self._answered(i, added)
+        undo = {self._k(i, k): -a for k, a in added.items() if self._seeded_at[i].get(k, began) > began}
+        if undo:
+            await self.stores[i].settle(f"{reservation_id}~undo", undo, seeded_only=True)
+
+    async def _answered(self, i: int, keys: Collection[str]) -> None:
+        """Wait until no seed this process sent to store ``i`` of any of ``keys`` is unanswered."""
+        while flying := [sent.wait() for k in keys for sent in self._flying[i].get(k, ())]:
+            await asyncio.gather(*flying)
 
     async def hit(self, key: str, limit: int, window_s: float, now: float) -> float:
         return await self._run(lambda i: self.stores[i].hit(key, limit, window_s, now))

@@ -241,8 +241,8 @@ async def test_a_reservation_on_a_counter_missing_after_a_switch_is_refused_unti
 async def test_on_redis_a_deleted_counter_is_refused_and_left_out_never_recreated(
     redis_server: ThrowawayRedis, pg_url: str
 ) -> None:
-    # The hot path through the failover store: rule (e)'s read before each reserve and settle, and
-    # the stores' seeded_only in the write itself.
+    # The hot path through the failover store: one step each for reserve and settle, the stores'
+    # seeded_only refusing or leaving out a missing counter in that same step (rule e).
     hot = failover(redis_server.url, pg_url)
     try:
         await seeded(hot, [USER, GLOBAL], value=5)
@@ -260,7 +260,7 @@ async def test_on_redis_a_deleted_counter_is_refused_and_left_out_never_recreate
         primary.redis.execute_command = counting  # type: ignore[method-assign]
         assert await hot.reserve("r", [Hold(USER, 100, 1000), Hold(GLOBAL, 100, None)], 600, now=0) is None
         await hot.settle("r", {USER: 40, GLOBAL: 40})
-        assert sent == ["MGET", "EVALSHA", "MGET", "EVALSHA"]  # the read before each (see Limits)
+        assert sent == ["EVALSHA", "EVALSHA"]
         assert await hot.get_counters([USER, GLOBAL]) == [45, 45]
         # A counter deleted meanwhile (another process's switch back) is refused and left out in
         # that same step: never recreated from 0.
@@ -300,15 +300,15 @@ async def test_a_settle_leaves_out_a_counter_seeded_after_it_began(redis_server:
         assert await seeded(hot, [GLOBAL], value=100) == [100]
         primary = hot.stores[0]
         assert isinstance(primary, RedisHotStore)
-        read = primary.get_counters
+        write = primary.settle
         slow: list[asyncio.Event] = []
 
-        async def slow_read(keys: list[str]) -> list[int | None]:  # the real read, after a slow network
-            if slow:
+        async def slow_settle(rid: str, actual: dict[str, int], *, seeded_only: bool) -> list[str]:
+            if slow:  # the real settle, behind a slow network
                 await slow.pop().wait()
-            return await read(keys)
+            return await write(rid, actual, seeded_only=seeded_only)
 
-        primary.get_counters = slow_read  # type: ignore[method-assign]
+        primary.settle = slow_settle  # type: ignore[method-assign]
         for rid, actual, ledger in (("late", 30, 130), ("early", 20, 150)):
             assert await hot.reserve(rid, [Hold(GLOBAL, 50, 1000)], 600, now=0) is None
             assert await hot._delete([GLOBAL], None)  # what another process's switch back runs: holds go too
@@ -317,7 +317,7 @@ async def test_a_settle_leaves_out_a_counter_seeded_after_it_began(redis_server:
             gate = asyncio.Event()
             slow.append(gate)
             settle = asyncio.create_task(hot.settle(rid, {GLOBAL: actual}))  # the row is in the ledger now
-            await asyncio.sleep(0)  # the settle began: its check waits on the network
+            await asyncio.sleep(0)  # the settle began: its write waits on the network
             assert not slow
             if rid == "late":
                 assert await seeded(hot, [GLOBAL], value=ledger) == [130]  # the sum has the call
