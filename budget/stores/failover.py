@@ -42,7 +42,7 @@ f) This process's reservations still open on the store it left are carried to th
    and the settle of one reservation never overlap; a new reservation waits for both.
 g) The switch back waits for calls in flight on the fallback, and calls arriving meanwhile wait
    for it: nothing is written to the fallback after the keys to delete are listed.
-h) A process still on the fallback sees the epoch move with its next reserve, and goes
+h) A process still on the fallback sees the epoch move with its next reserve or settle, and goes
    back at its next call instead of at the end of its own ``retry_after_s``.
 i) A seed follows a read that found its counter missing and a ledger sum, in the caller's task
    (Budget.meters). If this process switched stores between that read and the seed, the seed is
@@ -531,6 +531,7 @@ class FailoverHotStore:
         left out by the store in that same step (e)."""
         if i == 1:
             self._written.update(actual)
+            await self._present(1, ())  # the epoch (h): a process back on the primary is followed at once
         # A seed sent before this settle began has no call in its sum: it must land first, so the
         # settle adds to what it wrote. Whether it wrote is known once it is answered (a round trip).
         await self._answered(i, actual)
