@@ -22,7 +22,7 @@ from budget.records import Conversation, Exchange
 
 log = logging.getLogger("pennybot.dispatch")
 
-MAX_READ_AHEAD = 10_000  # conversations kept from claims whose run has not started
+MAX_READ_AHEAD = 10_000  # users with conversations kept from claims whose run has not started
 
 
 class Replier(Protocol):
@@ -51,9 +51,9 @@ class Dispatcher:
         # down, so it could not be renewed); the sweep must not then start the same message again
         # here, which would answer, pay and reply twice.
         self._working: set[tuple[str, str]] = set()
-        # What the claim read of each claimed message's conversation, for its run to use; dropped
-        # once another message of the user finished here (it changed the conversation).
-        self._read: dict[tuple[str, str], tuple[str, Conversation]] = {}
+        # What the claim read of each claimed message's conversation, by user, for its run to use;
+        # dropped once another message of the user finished here (it changed the conversation).
+        self._read: dict[str, dict[tuple[str, str], Conversation]] = {}
         # Exchanges computed here whose write (with the replies) failed: retried by the sweep.
         self._unstored: dict[tuple[str, str], Exchange | None] = {}
 
@@ -77,9 +77,9 @@ class Dispatcher:
         )
         if conversation is None:
             return False
-        if len(self._read) >= MAX_READ_AHEAD:  # runs that never came (an update no handler took)
-            del self._read[next(iter(self._read))]
-        self._read[(inbound.channel, inbound.message_id)] = (inbound.user_key, conversation)
+        if inbound.user_key not in self._read and len(self._read) >= MAX_READ_AHEAD:
+            del self._read[next(iter(self._read))]  # runs that never came (an update no handler took)
+        self._read.setdefault(inbound.user_key, {})[(inbound.channel, inbound.message_id)] = conversation
         return True
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
@@ -99,12 +99,12 @@ class Dispatcher:
         try:
             replies = self._answered.get(key, replies)
             if replies is None:
-                read = self._read.pop(key, None)
+                read = self._read.get(inbound.user_key, {}).pop(key, None)
                 try:
                     async with replier.typing(inbound):
-                        turn = await self.pipeline.handle(inbound, claimed=True, conversation=read[1] if read else None)
+                        turn = await self.pipeline.handle(inbound, claimed=True, conversation=read)
                 finally:
-                    self._forget_reads(inbound.user_key)
+                    self._read.pop(inbound.user_key, None)  # read before this answer: stale now
                 replies = self._answered[key] = turn.replies
                 self._unstored[key] = turn.exchange
             if key in self._unstored:
@@ -123,11 +123,6 @@ class Dispatcher:
         finally:
             renewing.cancel()
             self._working.discard(key)
-
-    def _forget_reads(self, user_key: str) -> None:
-        """A message of this user was answered: conversations read before it are stale."""
-        for key in [k for k, (user, _) in self._read.items() if user == user_key]:
-            del self._read[key]
 
     async def _renew(self, inbound: Inbound) -> None:
         """Hold the lease while the message is worked on, so no other process takes it over."""

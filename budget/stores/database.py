@@ -146,3 +146,12 @@ class Database(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+async def claim_then_read(
+    db: Database, channel: str, message_id: str, user_key: str, payload: dict[str, Any], now: datetime, lease_s: float
+) -> Conversation | None:
+    """``claim_inbox_reading`` as two calls, for a store with no round trip to save by one."""
+    if not await db.claim_inbox(channel, message_id, user_key, payload, now, lease_s):
+        return None
+    return await db.conversation(user_key)

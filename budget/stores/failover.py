@@ -538,10 +538,9 @@ class FailoverHotStore:
         # A seed sent before this settle began has no call in its sum: it must land first, so the
         # settle adds to what it wrote. Whether it wrote is known once it is answered (a round trip).
         await self._answered(i, actual)
-        # Seeded by this process since this settle began: the seed's sum has the call (j).
         parts: dict[str, dict[str, int]] = {rid: {} for store, rid in at.values() if store == i}
         for key, amount in actual.items():
-            if self._seeded_at[i].get(key, began) > began:
+            if self._seeded_since(i, key, began):
                 continue
             store, rid = at.get(key, (i, reservation_id))
             parts.setdefault(rid if store == i else reservation_id, {})[key] = amount
@@ -553,9 +552,13 @@ class FailoverHotStore:
         # A seed sent after this settle began can still land before its write: then both counted
         # the call, and the settle's amount is taken back (a step more, only around a switch).
         await self._answered(i, added)
-        undo = {self._k(i, k): -a for k, a in added.items() if self._seeded_at[i].get(k, began) > began}
+        undo = {self._k(i, k): -a for k, a in added.items() if self._seeded_since(i, k, began)}
         if undo:
             await self.stores[i].settle(f"{reservation_id}~undo", undo, seeded_only=True)
+
+    def _seeded_since(self, i: int, key: str, began: int) -> bool:
+        """Seeded by this process since the settle numbered ``began``: the seed's sum has its call (j)."""
+        return self._seeded_at[i].get(key, began) > began
 
     async def _answered(self, i: int, keys: Collection[str]) -> None:
         """Wait until no seed this process sent to store ``i`` of any of ``keys`` is unanswered."""

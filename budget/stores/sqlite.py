@@ -31,6 +31,7 @@ from budget.records import (
     StoredTurn,
     quota_change,
 )
+from budget.stores.database import claim_then_read
 from providers.base import Usage
 
 _AI_COLUMNS = (
@@ -242,9 +243,7 @@ class SQLiteDatabase:
         self, channel: str, message_id: str, user_key: str, payload: dict[str, Any], now: datetime, lease_s: float = 60
     ) -> Conversation | None:
         # In process, no round trip to save: the claim, then the read.
-        if not await self.claim_inbox(channel, message_id, user_key, payload, now, lease_s):
-            return None
-        return await self.conversation(user_key)
+        return await claim_then_read(self, channel, message_id, user_key, payload, now, lease_s)
 
     async def renew_lease(self, channel: str, message_id: str, now: datetime, lease_s: float) -> None:
         self._db.execute(

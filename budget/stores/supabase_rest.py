@@ -33,6 +33,7 @@ from budget.records import (
     StoredAlert,
     StoredTurn,
 )
+from budget.stores.database import claim_then_read
 from providers.base import Usage
 
 if TYPE_CHECKING:
@@ -303,9 +304,7 @@ class SupabaseDatabase:
     ) -> Conversation | None:
         # Two requests: one would need a new SQL function, for little (a REST request costs far
         # more than the round trip it would save).
-        if not await self.claim_inbox(channel, message_id, user_key, payload, now, lease_s):
-            return None
-        return await self.conversation(user_key)
+        return await claim_then_read(self, channel, message_id, user_key, payload, now, lease_s)
 
     async def renew_lease(self, channel: str, message_id: str, now: datetime, lease_s: float) -> None:
         from postgrest.types import ReturnMethod
