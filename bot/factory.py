@@ -171,5 +171,6 @@ async def close(deps: Deps) -> None:
     for provider in deps.router.providers.values():
         await provider.aclose()
     await deps.recorder.aclose()
+    await deps.cache.aclose()
     await deps.hot.aclose()
     await deps.db.aclose()

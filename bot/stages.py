@@ -97,9 +97,13 @@ async def rate_limit(turn: Turn, next: Next) -> Turn:
         counters = d.budget.counter_keys(turn.user, turn.now)
         keys = counters + quota_keys(turn.user)
         flags = [warned_key(turn.user, k) for k in counters]
-        wait, values = await d.limiter.wait_time_and_read(turn.user, turn.now.timestamp(), keys + flags)
+        peeks = _cache_candidates(turn)
+        wait, values, peeked = await d.limiter.wait_time_and_read(
+            turn.user, turn.now.timestamp(), keys + flags, list(peeks.values())
+        )
         turn.counters = values[: len(keys)]
         turn.warned = frozenset(k for k, v in zip(flags, values[len(keys) :], strict=True) if v)
+        turn.peeked = {tier: (key, raw) for (tier, key), raw in zip(peeks.items(), peeked, strict=True)}
     except Exception as error:
         # Fail open: the budget gate after this stage still guards the money.
         turn.deps.log.warning("rate limiter unreachable (%s); message let through", type(error).__name__)
@@ -111,6 +115,18 @@ async def rate_limit(turn: Turn, next: Next) -> Turn:
         turn.outcome("rate_limit", f"wait {wait}s")
         return turn
     return await next(turn)
+
+
+def _cache_candidates(turn: Turn) -> dict[Tier, str]:
+    """The cache keys this message may look up, by tier, read in the rate limit's round trip:
+    the tier of its complexity and the cheap one (a budget warning or the ladder moves it there),
+    for a question the cache may serve (the cache stage decides, with the conversation)."""
+    conv, text = turn.conversation, turn.inbound.text
+    if conv is not None and (conv.turns or conv.summary is not None) and not is_self_contained(text):
+        return {}
+    turn.complexity = classify(text)
+    normalized, d = normalize_query(text), turn.deps
+    return {tier: d.cache.key(normalized, d.persona, tier.value) for tier in (TIER_FOR[turn.complexity], Tier.CHEAP)}
 
 
 async def budget_gate(turn: Turn, next: Next) -> Turn:
@@ -170,7 +186,7 @@ def period_word(meter: Meter) -> str:
 async def classify_message(turn: Turn, next: Next) -> Turn:
     """Complexity picks the tier; a budget warning or the ladder's first step moves every message
     to the cheap tier."""
-    turn.complexity = classify(turn.inbound.text)
+    turn.complexity = turn.complexity or classify(turn.inbound.text)
     cheap = turn.level is Level.WARN or turn.step >= Step.CHEAPER
     turn.tier = Tier.CHEAP if cheap else TIER_FOR[turn.complexity]
     return await next(turn)
@@ -185,11 +201,15 @@ async def cache(turn: Turn, next: Next) -> Turn:
     hit, key = None, None
     if starts or is_self_contained(turn.inbound.text):
         assert turn.tier is not None
-        key = d.cache.key(normalize_query(turn.inbound.text), d.persona, turn.tier.value)
-        try:
-            hit = await d.cache.get(key, turn.now.timestamp())
-        except Exception as error:
-            d.log.warning("cache unreachable (%s): a miss", type(error).__name__)
+        if turn.tier in turn.peeked:  # read with the rate limit: no round trip here
+            key, raw = turn.peeked[turn.tier]
+            hit = d.cache.peeked(key, raw, turn.now.timestamp())
+        else:
+            key = d.cache.key(normalize_query(turn.inbound.text), d.persona, turn.tier.value)
+            try:
+                hit = await d.cache.get(key, turn.now.timestamp())
+            except Exception as error:
+                d.log.warning("cache unreachable (%s): a miss", type(error).__name__)
         metrics.cache_lookup(turn.inbound.channel, hit is not None)
     if hit is not None:
         await _record_hit(turn, hit)

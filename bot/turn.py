@@ -94,7 +94,8 @@ class Turn:
     message: Counted | None = None
     prompt: list[Counted] = field(default_factory=list)
     history_in_prompt: bool = False
-    cache_key: str | None = None
+    # The cache entries read with the rate limit, by tier: (key, the live entry or None).
+    peeked: dict[Tier, tuple[str, str | None]] = field(default_factory=dict)
     chain: list[ModelSpec] = field(default_factory=list)
     answer: str | None = None
     answered_by: ModelSpec | None = None

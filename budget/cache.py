@@ -6,8 +6,11 @@ The key covers the normalized question, the persona (system prompt) and the mode
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -15,6 +18,10 @@ from budget.stores import HotStore
 
 HITS = "pb:{cache}:hits"
 MISSES = "pb:{cache}:misses"
+FLUSH_S = 0.25  # a peeked look-up's bookkeeping waits at most this long, then goes with the others'
+MAX_PENDING_KEYS = 10_000  # past this, recency marks wait for the next batch (the counts never do)
+
+log = logging.getLogger("pennybot.cache")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +47,16 @@ class CacheStats:
 class AnswerCache:
     """TTL and least-recently-used eviction at ``max_size`` entries, in the hot store."""
 
-    def __init__(self, hot: HotStore, ttl_s: float, max_size: int) -> None:
+    def __init__(self, hot: HotStore, ttl_s: float, max_size: int, *, flush_s: float = FLUSH_S) -> None:
         self.hot = hot
         self.ttl_s = ttl_s
         self.max_size = max_size
+        self.flush_s = flush_s
+        self._used: dict[str, None] = {}  # entries looked up by peek, in order of use
+        self._hits = 0
+        self._misses = 0
+        self._now = 0.0
+        self._flusher: asyncio.Task[None] | None = None
 
     @staticmethod
     def key(normalized: str, persona: str, tier: str) -> str:
@@ -52,10 +65,57 @@ class AnswerCache:
 
     async def get(self, key: str, now: float) -> CachedAnswer | None:
         raw = await self.hot.cache_get(key, now, (HITS, MISSES))  # counted in the same round trip
+        return None if raw is None else _answer(raw)
+
+    def peeked(self, key: str, raw: str | None, now: float) -> CachedAnswer | None:
+        """A look-up answered by ``HotStore.hit_and_get``'s peek (``raw``: the live entry or None),
+        as ``get`` answers it. Its bookkeeping (the entry's recency or removal, the hit or miss
+        count) is written within ``flush_s`` with every other look-up's, in one step, off the
+        message's path: a crash loses at most that long's counts, never an answer."""
+        self._used.pop(key, None)
+        if len(self._used) < MAX_PENDING_KEYS:
+            self._used[key] = None
         if raw is None:
-            return None
-        data = json.loads(raw)
-        return CachedAnswer(data["text"], Decimal(data["cost"]), data["provider"], data["model"])
+            self._misses += 1
+        else:
+            self._hits += 1
+        self._now = max(self._now, now)
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+        return None if raw is None else _answer(raw)
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self.flush_s)
+        self._flusher = None
+        try:
+            await self.flush()
+        except Exception as error:
+            log.warning("cache bookkeeping not written (%s); it waits for the next look-up", type(error).__name__)
+
+    async def flush(self) -> None:
+        """Write the peeked look-ups' bookkeeping now. If the store fails, the counts are kept for
+        the next flush."""
+        if not (self._used or self._hits or self._misses):
+            return
+        used: Sequence[str] = list(self._used)
+        hits, misses = self._hits, self._misses
+        self._used, self._hits, self._misses = {}, 0, 0
+        try:
+            await self.hot.cache_used(used, self._now, (HITS, MISSES), hits, misses)
+        except BaseException:
+            self._hits += hits
+            self._misses += misses
+            raise
+
+    async def aclose(self) -> None:
+        """Write what waits (before the hot store closes)."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+        try:
+            await self.flush()
+        except Exception as error:
+            log.warning("cache bookkeeping lost at shutdown (%s)", type(error).__name__)
 
     async def put(self, key: str, answer: CachedAnswer, now: float, ttl_s: float | None = None) -> None:
         raw = json.dumps(
@@ -64,8 +124,14 @@ class AnswerCache:
         await self.hot.cache_put(key, raw, ttl_s or self.ttl_s, self.max_size, now)
 
     async def stats(self, now: float) -> CacheStats:
+        await self.flush()  # this process's look-ups count at once
         hits, misses = await self.hot.get_counters([HITS, MISSES])
         return CacheStats(hits or 0, misses or 0, await self.hot.cache_size(now))
 
     async def clear(self) -> int:
         return await self.hot.cache_clear()
+
+
+def _answer(raw: str) -> CachedAnswer:
+    data = json.loads(raw)
+    return CachedAnswer(data["text"], Decimal(data["cost"]), data["provider"], data["model"])

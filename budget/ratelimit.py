@@ -20,10 +20,13 @@ class RateLimiter:
         """0 if the message may go on (and counts it), else the whole seconds to wait."""
         return _seconds(await self.hot.hit(key(user), self.limit, self.window_s, now))
 
-    async def wait_time_and_read(self, user: str, now: float, keys: Sequence[str]) -> tuple[int, list[int | None]]:
-        """``wait_time``, and the counters ``keys`` read in the same round trip."""
-        wait, values = await self.hot.hit_and_get(key(user), self.limit, self.window_s, now, keys)
-        return _seconds(wait), values
+    async def wait_time_and_read(
+        self, user: str, now: float, keys: Sequence[str], peeks: Sequence[str] = ()
+    ) -> tuple[int, list[int | None], list[str | None]]:
+        """``wait_time``, and the counters ``keys`` and the cache entries ``peeks`` read in the same
+        round trip."""
+        wait, values, peeked = await self.hot.hit_and_get(key(user), self.limit, self.window_s, now, keys, peeks)
+        return _seconds(wait), values, peeked
 
 
 def key(user: str) -> str:

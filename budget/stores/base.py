@@ -56,15 +56,25 @@ class HotStore(Protocol):
         ...
 
     async def hit_and_get(
-        self, key: str, limit: int, window_s: float, now: float, keys: Sequence[str]
-    ) -> tuple[float, list[int | None]]:
+        self, key: str, limit: int, window_s: float, now: float, keys: Sequence[str], peeks: Sequence[str] = ()
+    ) -> tuple[float, list[int | None], list[str | None]]:
         """``hit`` and ``get_counters`` in one round trip: a message's rate-limit event and its
-        budget counters. The counters are read whether or not the event is allowed."""
+        budget counters, read whether or not the event is allowed. ``peeks``: cache entries read in
+        the same round trip, live values or None, with no bookkeeping (``cache_used`` does that)."""
         ...
 
     async def cache_get(self, key: str, now: float, counts: tuple[str, str] | None = None) -> str | None:
         """A live entry (most recently used from now on), or None. ``counts``: the hit and miss
         counters, one of which is incremented in the same round trip."""
+        ...
+
+    async def cache_used(
+        self, keys: Sequence[str], now: float, counts: tuple[str, str], hits: int, misses: int
+    ) -> None:
+        """What ``cache_get`` does besides reading, for entries read earlier by ``hit_and_get``'s
+        peeks, in one step for many: each live one of ``keys`` becomes the most recently used (in
+        that order), an expired one is deleted, and the hit and miss counters grow by ``hits`` and
+        ``misses``."""
         ...
 
     async def cache_put(self, key: str, value: str, ttl_s: float, max_size: int, now: float) -> None: ...

@@ -415,11 +415,12 @@ class FailoverHotStore:
         return await self._run(on)
 
     async def hit_and_get(
-        self, key: str, limit: int, window_s: float, now: float, keys: Sequence[str]
-    ) -> tuple[float, list[int | None]]:
-        async def on(i: int) -> tuple[float, list[int | None]]:
-            wait, values = await self.stores[i].hit_and_get(key, limit, window_s, now, [self._k(i, k) for k in keys])
-            return wait, self._read(values)
+        self, key: str, limit: int, window_s: float, now: float, keys: Sequence[str], peeks: Sequence[str] = ()
+    ) -> tuple[float, list[int | None], list[str | None]]:
+        async def on(i: int) -> tuple[float, list[int | None], list[str | None]]:
+            mapped = [self._k(i, k) for k in keys]
+            wait, values, peeked = await self.stores[i].hit_and_get(key, limit, window_s, now, mapped, peeks)
+            return wait, self._read(values), peeked
 
         return await self._run(on)
 
@@ -569,10 +570,17 @@ class FailoverHotStore:
         return await self._run(lambda i: self.stores[i].hit(key, limit, window_s, now))
 
     async def cache_get(self, key: str, now: float, counts: tuple[str, str] | None = None) -> str | None:
-        def mapped(i: int) -> tuple[str, str] | None:
-            return None if counts is None else (self._k(i, counts[0]), self._k(i, counts[1]))
+        return await self._run(
+            lambda i: self.stores[i].cache_get(key, now, None if counts is None else self._pair(i, counts))
+        )
 
-        return await self._run(lambda i: self.stores[i].cache_get(key, now, mapped(i)))
+    async def cache_used(
+        self, keys: Sequence[str], now: float, counts: tuple[str, str], hits: int, misses: int
+    ) -> None:
+        await self._run(lambda i: self.stores[i].cache_used(keys, now, self._pair(i, counts), hits, misses))
+
+    def _pair(self, i: int, counts: tuple[str, str]) -> tuple[str, str]:
+        return self._k(i, counts[0]), self._k(i, counts[1])
 
     async def cache_put(self, key: str, value: str, ttl_s: float, max_size: int, now: float) -> None:
         await self._run(lambda i: self.stores[i].cache_put(key, value, ttl_s, max_size, now))

@@ -84,9 +84,11 @@ class MemoryHotStore:
         return 0.0
 
     async def hit_and_get(
-        self, key: str, limit: int, window_s: float, now: float, keys: Sequence[str]
-    ) -> tuple[float, list[int | None]]:
-        return await self.hit(key, limit, window_s, now), await self.get_counters(keys)
+        self, key: str, limit: int, window_s: float, now: float, keys: Sequence[str], peeks: Sequence[str] = ()
+    ) -> tuple[float, list[int | None], list[str | None]]:
+        entries = [self._cache.get(k) for k in peeks]
+        peeked = [e[0] if e is not None and e[1] > now else None for e in entries]
+        return await self.hit(key, limit, window_s, now), await self.get_counters(keys), peeked
 
     async def cache_get(self, key: str, now: float, counts: tuple[str, str] | None = None) -> str | None:
         value = self._cache_get(key, now)
@@ -103,6 +105,15 @@ class MemoryHotStore:
             return None
         self._cache.move_to_end(key)
         return entry[0]
+
+    async def cache_used(
+        self, keys: Sequence[str], now: float, counts: tuple[str, str], hits: int, misses: int
+    ) -> None:
+        for key in keys:
+            self._cache_get(key, now)
+        for counter, n in zip(counts, (hits, misses), strict=True):
+            if n:
+                await self.incr(counter, n)
 
     async def cache_put(self, key: str, value: str, ttl_s: float, max_size: int, now: float) -> None:
         self._cache[key] = (value, now + ttl_s)

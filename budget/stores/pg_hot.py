@@ -289,10 +289,19 @@ class PostgresHotStore:
         return await self._transaction(work)
 
     async def hit_and_get(
-        self, key: str, limit: int, window_s: float, now: float, keys: Sequence[str]
-    ) -> tuple[float, list[int | None]]:
-        # The fallback store: two statements (the Redis store does it in one round trip).
-        return await self.hit(key, limit, window_s, now), await self.get_counters(keys)
+        self, key: str, limit: int, window_s: float, now: float, keys: Sequence[str], peeks: Sequence[str] = ()
+    ) -> tuple[float, list[int | None], list[str | None]]:
+        # The fallback store: two or three statements (the Redis store does it in one round trip).
+        wait, values = await self.hit(key, limit, window_s, now), await self.get_counters(keys)
+        if not peeks:
+            return wait, values, []
+        pool = await self._conn_pool()
+        rows = await pool.fetch(
+            f"select key, value from {self._cache} where key = any($1::text[]) and expires_at > $2",
+            list(peeks), float(now),
+        )  # fmt: skip
+        live = {r["key"]: r["value"] for r in rows}
+        return wait, values, [live.get(k) for k in peeks]
 
     async def cache_get(self, key: str, now: float, counts: tuple[str, str] | None = None) -> str | None:
         value = await self._cache_get(key, now)
@@ -310,6 +319,15 @@ class PostgresHotStore:
             key, float(now),
         )  # fmt: skip
         return value
+
+    async def cache_used(
+        self, keys: Sequence[str], now: float, counts: tuple[str, str], hits: int, misses: int
+    ) -> None:
+        for key in keys:
+            await self._cache_get(key, now)
+        for counter, n in zip(counts, (hits, misses), strict=True):
+            if n:
+                await self.incr(counter, n)
 
     async def cache_put(self, key: str, value: str, ttl_s: float, max_size: int, now: float) -> None:
         async def work(conn: Any) -> None:

@@ -117,6 +117,7 @@ class RedisHotStore:
         self._hit_get = self.redis.register_script(_lua("hit_get"))
         self._cache_get = self.redis.register_script(_lua("cache_get"))
         self._cache_put = self.redis.register_script(_lua("cache_put"))
+        self._cache_used = self.redis.register_script(_lua("cache_used"))
         self._cache_size = self.redis.register_script(_lua("cache_size"))
         self._cache_clear = self.redis.register_script(_lua("cache_clear"))
         # The store's own keys. "id:" keeps a reservation named "due" from landing on the index.
@@ -170,17 +171,30 @@ class RedisHotStore:
         return _wait(oldest, window_s, now)
 
     async def hit_and_get(
-        self, key: str, limit: int, window_s: float, now: float, keys: Sequence[str]
-    ) -> tuple[float, list[int | None]]:
-        oldest, values = await self._hit_get(
-            keys=[self._k(key), *(self._k(k) for k in keys)], args=_hit_args(limit, window_s, now)
+        self, key: str, limit: int, window_s: float, now: float, keys: Sequence[str], peeks: Sequence[str] = ()
+    ) -> tuple[float, list[int | None], list[str | None]]:
+        names = [self._k(key), *(self._k(k) for k in keys)]
+        args = [*_hit_args(limit, window_s, now), len(keys)]
+        if peeks:
+            names += [self._expiry, *(self._k(k) for k in peeks)]
+            args.append(_score(now))
+        oldest, values, entries = await self._hit_get(keys=names, args=args)
+        return (
+            _wait(oldest or None, window_s, now),
+            [None if v is None else int(v) for v in values],
+            [e or None for e in entries] if peeks else [],
         )
-        return _wait(oldest or None, window_s, now), [None if v is None else int(v) for v in values]
 
     async def cache_get(self, key: str, now: float, counts: tuple[str, str] | None = None) -> str | None:
         keys = self._cache_keys(key) + ([] if counts is None else [self._k(counts[0]), self._k(counts[1])])
         value: str | None = await self._cache_get(keys=keys, args=[_score(now)])
         return value
+
+    async def cache_used(
+        self, keys: Sequence[str], now: float, counts: tuple[str, str], hits: int, misses: int
+    ) -> None:
+        names = [self._lru, self._expiry, self._seq, self._k(counts[0]), self._k(counts[1])]
+        await self._cache_used(keys=names + [self._k(k) for k in keys], args=[_score(now), int(hits), int(misses)])
 
     async def cache_put(self, key: str, value: str, ttl_s: float, max_size: int, now: float) -> None:
         expire_ms = max(1, math.ceil(ttl_s * 1000))

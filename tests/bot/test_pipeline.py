@@ -75,6 +75,44 @@ async def test_cache_hit_costs_nothing_and_records_the_saving(make_bot: Any) -> 
     assert (stats.hits, stats.misses, stats.size) == (1, 1, 1)
 
 
+async def test_on_redis_a_cache_hit_takes_one_round_trip_and_its_bookkeeping_follows(make_bot: Any) -> None:
+    from budget.queries import normalize_query
+    from tests.budget.test_redis_store import redis_namespace
+
+    async with redis_namespace() as url:
+        bot: Bot = await make_bot(redis_url=url, model_catalog=ONE_MODEL)
+        hot, now = bot.deps.hot, bot.clock.now.timestamp()
+        scripts = {s.sha: name for name, s in vars(hot).items() if hasattr(s, "sha")}
+        sent: list[str] = []
+        execute = hot.redis.execute_command  # type: ignore[attr-defined]
+
+        async def counting(*args: object, **kw: object) -> object:
+            sent.append(scripts[str(args[1])] if args[0] == "EVALSHA" else str(args[0]))
+            return await execute(*args, **kw)
+
+        france = await bot.send("What is the capital of France?", user="alice")  # loads the scripts too
+        spain = await bot.send("What is the capital of Spain?", user="carol")
+        assert (await bot.send("what is the capital of spain?", user="bob")).outcomes["cache"] == "hit"
+        hot.redis.execute_command = counting  # type: ignore[attr-defined]  # every user's counters seeded
+        italy = await bot.send("What is the capital of Italy?", user="carol")
+        assert italy.outcomes["cache"] == "miss"  # not stored: carol's history was in its prompt
+        assert sent == ["_hit_get", "_reserve", "_settle"]  # no lookup of its own
+        sent.clear()
+        again = await bot.send("  what is the CAPITAL of france ", user="bob")
+        assert (again.outcomes["cache"], again.replies) == ("hit", france.replies)
+        assert sent == ["_hit_get"]  # the entry came with the rate limit
+        sent.clear()
+        stats = await bot.deps.cache.stats(now)  # writes this process's pending bookkeeping first
+        assert (stats.hits, stats.misses, stats.size) == (2, 3, 2)
+        assert sent[0] == "_cache_used"
+        # The hit made France's entry more recent than Spain's: the next entry evicts Spain's.
+        await hot.cache_put("pb:{cache}:a:other", "x", 60, 2, now)
+        cache, persona = bot.deps.cache, bot.deps.persona
+        keys = [cache.key(normalize_query(t.inbound.text), persona, "cheap") for t in (france, spain)]
+        _, _, entries = await hot.hit_and_get("pb:{t}:rl", 5, 60, now, [], keys)
+        assert [e is not None for e in entries] == [True, False]
+
+
 async def test_follow_up_never_hits_and_answers_with_history_are_not_stored(make_bot: Any) -> None:
     bot: Bot = await make_bot(model_catalog=ONE_MODEL)
     await bot.send("What is the capital of France?", user="alice")

@@ -358,6 +358,11 @@ async def test_limiter_and_cache_follow_the_store_in_use(redis_server: Throwaway
         assert await hot.cache_get("pb:{cache}:a:1", now=1) is None
         await hot.cache_put("pb:{cache}:a:1", "on postgres", 60, 10, now=1)
         assert await hot.cache_get("pb:{cache}:a:1", now=2) == "on postgres"
+        _, _, peeked = await hot.hit_and_get("pb:{u2}:rl", 1, 60, 3, [], ["pb:{cache}:a:1", "pb:{cache}:a:2"])
+        assert peeked == ["on postgres", None]
+        counts = ("pb:{cache}:hits", "pb:{cache}:misses")
+        await hot.cache_used(["pb:{cache}:a:1"], 3, counts, 4, 1)
+        assert await hot.get_counters(list(counts)) == [4, 1]  # on Postgres, named as the failover names them
         assert await hot.set_once("pb:{u1}:warned", 60) is True
         assert hot.using == 1
     finally:

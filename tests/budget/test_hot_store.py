@@ -129,13 +129,40 @@ async def test_a_rate_limit_hit_reads_counters_in_the_same_step(hot: HotStore) -
     await hot.seed_counter("pb:{u}:usd:month:2026-11", 1_500, 3600)
     keys = ["pb:{u}:usd:month:2026-11", "pb:{global}:usd:month:2026-11"]
     limiter = RateLimiter(hot, per_minute=2)
-    assert await limiter.wait_time_and_read("u", 0.0, keys) == (0, [1_500, None])
-    assert await limiter.wait_time_and_read("u", 10.0, keys) == (0, [1_500, None])
+    assert await limiter.wait_time_and_read("u", 0.0, keys) == (0, [1_500, None], [])
+    assert await limiter.wait_time_and_read("u", 10.0, keys) == (0, [1_500, None], [])
     await hot.seed_counter("pb:{global}:usd:month:2026-11", 7, 3600)
     # over the limit: not counted, and the counters are read all the same
-    assert await limiter.wait_time_and_read("u", 20.0, keys) == (40, [1_500, 7])
-    assert await limiter.wait_time_and_read("u", 60.0, []) == (0, [])  # the first event left the window
+    assert await limiter.wait_time_and_read("u", 20.0, keys) == (40, [1_500, 7], [])
+    assert await limiter.wait_time_and_read("u", 60.0, []) == (0, [], [])  # the first event left the window
     assert await limiter.wait_time("u", 60.0) == 10  # the same log as wait_time's
+
+
+async def test_a_rate_limit_hit_peeks_at_cache_entries_without_counting_them(hot: HotStore) -> None:
+    limiter = RateLimiter(hot, per_minute=1)
+    await hot.cache_put("pb:{cache}:a:1", "one", 100, 10, now=0)
+    await hot.cache_put("pb:{cache}:a:2", "two", 5, 10, now=0)
+    peeks = ["pb:{cache}:a:1", "pb:{cache}:a:2", "pb:{cache}:a:3"]
+    assert await limiter.wait_time_and_read("u", 1.0, [], peeks) == (0, [], ["one", "two", None])
+    # the rate limit refuses; the entries are read all the same, "two" has expired at 5
+    assert await limiter.wait_time_and_read("u", 5.0, ["c"], peeks) == (56, [None], ["one", None, None])
+    assert await hot.get_counters(["pb:{cache}:hits", "pb:{cache}:misses"]) == [None, None]
+    assert await hot.cache_size(now=1) == 2  # a peek neither removes nor counts
+
+
+async def test_cache_used_marks_recency_removes_the_expired_and_counts(hot: HotStore) -> None:
+    counts = ("pb:{cache}:hits", "pb:{cache}:misses")
+    for k in ("k1", "k2"):
+        await hot.cache_put(k, k.upper(), 100, 2, now=0)
+    await hot.cache_put("k3", "K3", 5, 10, now=0)  # max_size 10: nothing evicted yet
+    await hot.cache_used(["k1", "k3", "gone"], 10.0, counts, hits=2, misses=5)
+    assert await hot.get_counters(list(counts)) == [2, 5]
+    assert await hot.cache_size(now=10) == 2  # k3 expired and went
+    await hot.cache_put("k4", "K4", 100, 2, now=11)  # evicts k2, the least recently used now
+    _, _, peeked = await hot.hit_and_get("rl", 5, 60, 12, [], ["k1", "k2", "k4"])
+    assert peeked == ["K1", None, "K4"]
+    await hot.cache_used([], 12.0, counts, hits=0, misses=1)
+    assert await hot.get_counters(list(counts)) == [2, 6]
 
 
 async def test_redis_reads_rate_limit_counters_and_cache_counts_in_one_command_each() -> None:
@@ -173,6 +200,31 @@ async def test_cache_ttl_lru_and_stats(hot: HotStore) -> None:
     assert stats.hit_rate == 0.5
     await cache.put("k4", a, now=200)
     assert await cache.clear() == 1
+
+
+async def test_peeked_look_ups_are_counted_in_one_batch_and_kept_when_the_store_fails(hot: HotStore) -> None:
+    import asyncio
+
+    cache = AnswerCache(hot, ttl_s=100, max_size=5, flush_s=0.05)
+    a = CachedAnswer("A", usd("0.000123"), "openai", "gpt-4o-mini")
+    await cache.put("k1", a, now=0)
+    assert cache.peeked("k1", '{"text": "A", "cost": "0.000123", "provider": "openai", "model": "gpt-4o-mini"}', 1) == a
+    assert cache.peeked("k2", None, 1) is None
+    assert await hot.get_counters(["pb:{cache}:hits", "pb:{cache}:misses"]) == [None, None]  # not yet
+    await asyncio.sleep(0.2)
+    assert await hot.get_counters(["pb:{cache}:hits", "pb:{cache}:misses"]) == [1, 1]  # one batch, on a timer
+    used = hot.cache_used
+
+    async def down(*args: object, **kw: object) -> None:  # a store outage, injected: no peer can fail on cue
+        raise ConnectionError("store down")
+
+    hot.cache_used = down  # type: ignore[method-assign]
+    cache.peeked("k1", None, 2)
+    await asyncio.sleep(0.2)  # the timer's write fails: logged, the count kept
+    hot.cache_used = used  # type: ignore[method-assign]
+    stats = await cache.stats(now=3)
+    assert (stats.hits, stats.misses) == (1, 2)
+    await cache.aclose()
 
 
 async def test_cache_key_covers_text_persona_and_tier() -> None:
