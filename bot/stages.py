@@ -122,11 +122,18 @@ def _cache_candidates(turn: Turn) -> dict[Tier, str]:
     the tier of its complexity and the cheap one (a budget warning or the ladder moves it there),
     for a question the cache may serve (the cache stage decides, with the conversation)."""
     conv, text = turn.conversation, turn.inbound.text
-    if conv is not None and (conv.turns or conv.summary is not None) and not is_self_contained(text):
+    if conv is not None and (conv.turns or conv.summary is not None) and not self_contained(turn):
         return {}
     turn.complexity = classify(text)
     normalized, d = normalize_query(text), turn.deps
     return {tier: d.cache.key(normalized, d.persona, tier.value) for tier in (TIER_FOR[turn.complexity], Tier.CHEAP)}
+
+
+def self_contained(turn: Turn) -> bool:
+    """``is_self_contained`` of the message, worked out once."""
+    if turn.self_contained is None:
+        turn.self_contained = is_self_contained(turn.inbound.text)
+    return turn.self_contained
 
 
 async def budget_gate(turn: Turn, next: Next) -> Turn:
@@ -199,7 +206,7 @@ async def cache(turn: Turn, next: Next) -> Turn:
     turn.conversation = conv = turn.conversation or await d.db.conversation(turn.user)
     starts = not conv.turns and conv.summary is None
     hit, key = None, None
-    if starts or is_self_contained(turn.inbound.text):
+    if starts or self_contained(turn):
         assert turn.tier is not None
         if turn.tier in turn.peeked:  # read with the rate limit: no round trip here
             key, raw = turn.peeked[turn.tier]

@@ -94,6 +94,7 @@ class Turn:
     message: Counted | None = None
     prompt: list[Counted] = field(default_factory=list)
     history_in_prompt: bool = False
+    self_contained: bool | None = None  # budget.queries.is_self_contained of the text, once worked out
     # The cache entries read with the rate limit, by tier: (key, the live entry or None).
     peeked: dict[Tier, tuple[str, str | None]] = field(default_factory=dict)
     chain: list[ModelSpec] = field(default_factory=list)
