@@ -128,9 +128,14 @@ def sql_label(sql: str) -> str:
 
 
 def _lua_names() -> dict[str, str]:
-    """sha1 of each Lua script shipped in budget/stores/lua -> its name (EVALSHA's first argument)."""
+    """sha1 of each Lua script the Redis store sends -> its name (EVALSHA's first argument)."""
+    from budget.stores.redis import script_source
+
     folder = Path(__file__).resolve().parent.parent / "budget" / "stores" / "lua"
-    return {hashlib.sha1(p.read_bytes()).hexdigest(): p.stem for p in folder.glob("*.lua")}  # noqa: S324
+    return {
+        hashlib.sha1(script_source(p.stem).encode()).hexdigest(): p.stem  # noqa: S324
+        for p in folder.glob("*.lua")
+    }
 
 
 _LUA = _lua_names()

@@ -41,7 +41,7 @@ async def call_chain(
     """Try each model of the chain in order until one answers within budget."""
     over_budget = False
     for spec in chain:
-        held = await _reserve(turn, spec, prompt, wanted)
+        held = await _reserve(turn, spec, prompt, wanted, ready=kind is Kind.ANSWER)
         if held is None:
             over_budget = True
             continue
@@ -58,10 +58,20 @@ def exempt(turn: Turn) -> bool:
 
 
 async def _reserve(
-    turn: Turn, spec: ModelSpec, prompt: Sequence[Counted], wanted: int
+    turn: Turn, spec: ModelSpec, prompt: Sequence[Counted], wanted: int, *, ready: bool = False
 ) -> tuple[Reservation, int] | None:
+    """Hold the worst case of the call; ``ready``: the reservation made with the rate limit's
+    read (``bot.stages.rate_limit``) is this one if its plan is this call's, to the token and the
+    nano-dollar, else it is released first."""
     d = turn.deps
     meters = turn.meters
+    if ready and turn.held is not None:
+        model, made = turn.held
+        plan = _plan(turn, spec, prompt, meters, wanted)
+        if plan is not None and model == spec.model and (plan[2], plan[0] + plan[1]) == (made.cost, made.tokens):
+            turn.held = None
+            return made.reservation, plan[1]
+        await release_held(turn)
     for _ in range(2):
         plan = _plan(turn, spec, prompt, meters, wanted)
         if plan is None:
@@ -73,6 +83,17 @@ async def _reserve(
         # Another message of this user took the money since the meters were read: read again.
         meters = await d.budget.meters(turn.user, turn.now, exempt=exempt(turn))
     return None
+
+
+async def release_held(turn: Turn) -> None:
+    """Give back the reservation made with the rate limit's read, unused."""
+    assert turn.held is not None
+    _, admission = turn.held
+    turn.held = None
+    try:
+        await turn.deps.budget.release(admission.reservation)
+    except Exception as error:
+        turn.deps.log.error("release failed (%s); the reservation will expire", type(error).__name__)
 
 
 def _plan(

@@ -7,13 +7,13 @@ cache hit) and does follow-up work after ``await next(turn)`` (cache store, conv
 from __future__ import annotations
 
 from bot import commands, metrics
-from bot.calls import Outcome, call_chain, exempt, record_attempt
+from bot.calls import Outcome, call_chain, exempt, record_attempt, release_held
 from bot.jobs import count_rate_limited
-from bot.turn import Inbound, Next, Turn
+from bot.turn import Deps, Inbound, Next, Turn
 from budget.cache import CachedAnswer
 from budget.complexity import Complexity, classify
 from budget.context import extractive_summary, turns_to_fold
-from budget.ledger import BudgetUnavailable, quota_keys
+from budget.ledger import Admission, BudgetUnavailable, quota_keys
 from budget.money import ZERO
 from budget.queries import is_self_contained, normalize_query
 from budget.records import Conversation, Exchange, Kind, Status
@@ -91,19 +91,23 @@ async def command(turn: Turn, next: Next) -> Turn:
 
 async def rate_limit(turn: Turn, next: Next) -> Turn:
     """Before any budget work, so a flood costs one counter update a message. The budget's
-    counters come back in the same round trip, for the gate (one round trip for both)."""
+    counters, the cache entries the message may be answered from and, for a message the budget
+    lets through as it is, the answer's reservation come in the same round trip (one for all)."""
     d = turn.deps
     try:
         counters = d.budget.counter_keys(turn.user, turn.now)
         keys = counters + quota_keys(turn.user)
         flags = [warned_key(turn.user, k) for k in counters]
         peeks = _cache_candidates(turn)
-        wait, values, peeked = await d.limiter.wait_time_and_read(
-            turn.user, turn.now.timestamp(), keys + flags, list(peeks.values())
+        planned = _admission(turn, peeks)
+        read = await d.limiter.wait_time_and_read(
+            turn.user, turn.now.timestamp(), keys + flags, list(peeks.values()), planned and planned[1].admit
         )
-        turn.counters = values[: len(keys)]
-        turn.warned = frozenset(k for k, v in zip(flags, values[len(keys) :], strict=True) if v)
-        turn.peeked = {tier: (key, raw) for (tier, key), raw in zip(peeks.items(), peeked, strict=True)}
+        wait = int(read.wait)
+        turn.counters = read.values[: len(keys)]
+        turn.warned = frozenset(k for k, v in zip(flags, read.values[len(keys) :], strict=True) if v)
+        turn.peeked = {tier: (key, raw) for (tier, key), raw in zip(peeks.items(), read.peeked, strict=True)}
+        turn.held = planned if read.reserved else None
     except Exception as error:
         # Fail open: the budget gate after this stage still guards the money.
         turn.deps.log.warning("rate limiter unreachable (%s); message let through", type(error).__name__)
@@ -114,19 +118,48 @@ async def rate_limit(turn: Turn, next: Next) -> Turn:
         turn.replies.append(turn.deps.texts.rate_limited.format(seconds=wait))
         turn.outcome("rate_limit", f"wait {wait}s")
         return turn
-    return await next(turn)
+    try:
+        return await next(turn)
+    finally:
+        if turn.held is not None:  # the answer did not use it (a plan that changed, a stage that ended early)
+            await release_held(turn)
 
 
 def _cache_candidates(turn: Turn) -> dict[Tier, str]:
     """The cache keys this message may look up, by tier, read in the rate limit's round trip:
     the tier of its complexity and the cheap one (a budget warning or the ladder moves it there),
     for a question the cache may serve (the cache stage decides, with the conversation)."""
-    conv, text = turn.conversation, turn.inbound.text
+    conv, text, d = turn.conversation, turn.inbound.text, turn.deps
+    turn.complexity = classify(text)
     if conv is not None and (conv.turns or conv.summary is not None) and not self_contained(turn):
         return {}
-    turn.complexity = classify(text)
-    normalized, d = normalize_query(text), turn.deps
+    normalized = normalize_query(text)
     return {tier: d.cache.key(normalized, d.persona, tier.value) for tier in (TIER_FOR[turn.complexity], Tier.CHEAP)}
+
+
+def _admission(turn: Turn, peeks: dict[Tier, str]) -> tuple[str, Admission] | None:
+    """The answer's reservation (its model, and what it holds), planned before the gate for a
+    message that needs no change to pass it: its complexity's tier, the whole reply, no fold. It
+    is made with the rate limit's read only if the budget would let the message through as it is
+    and no cached answer serves it (``Budget.admission``), and used only if the answer's own plan
+    is the same (``bot.calls``); else released."""
+    d, conv = turn.deps, turn.conversation
+    if conv is None or turn.complexity is None:
+        return None
+    message = counted_message(turn)
+    if message.tokens > d.policy.token_cap // 2 or to_fold(turn, conv, message):
+        return None
+    tier = TIER_FOR[turn.complexity]
+    chain = d.router.chain(tier, turn.now.timestamp())
+    if not chain:
+        return None
+    model, wanted = chain[0].model, d.settings.max_reply_tokens
+    input_tokens = d.counter.prompt_tokens(prompt_of(d, conv, message), model)
+    admission = d.budget.admission(
+        turn.user, turn.now, exempt=exempt(turn), cost=d.prices.worst_case(model, input_tokens, wanted),
+        tokens=input_tokens + wanted, thresholds=d.thresholds, ladder=d.ladder, unless=peeks.get(tier),
+    )  # fmt: skip
+    return None if admission is None else (model, admission)
 
 
 def self_contained(turn: Turn) -> bool:
@@ -193,7 +226,7 @@ def period_word(meter: Meter) -> str:
 async def classify_message(turn: Turn, next: Next) -> Turn:
     """Complexity picks the tier; a budget warning or the ladder's first step moves every message
     to the cheap tier."""
-    turn.complexity = turn.complexity or classify(turn.inbound.text)
+    turn.complexity = turn.complexity or classify(turn.inbound.text)  # classified with the rate limit
     cheap = turn.level is Level.WARN or turn.step >= Step.CHEAPER
     turn.tier = Tier.CHEAP if cheap else TIER_FOR[turn.complexity]
     return await next(turn)
@@ -262,13 +295,36 @@ async def context(turn: Turn, next: Next) -> Turn:
     """Build the prompt (system, summary, unfolded turns, new message), folding old turns into
     the summary when there are too many or they pass the token cap; store the exchange after."""
     d = turn.deps
-    turn.message = message = d.counter.count(ChatMessage("user", turn.inbound.text))
+    message = counted_message(turn)
     limit = d.policy.token_cap // 2
     if message.tokens > limit:
         turn.replies.append(d.texts.too_long.format(tokens=message.tokens, limit=limit))
         turn.outcome("context", "too long")
         return turn
     conv = turn.conversation or await d.db.conversation(turn.user)
+    n = to_fold(turn, conv, message)
+    seen = f"{len(conv.turns)} turns{', summary' if conv.summary else ''}"
+    if n:
+        conv = await _fold(turn, conv, n, free=turn.step >= Step.SHORTER)
+    turn.prompt = prompt_of(d, conv, message)
+    turn.history_in_prompt = bool(conv.turns or conv.summary)
+    turn.outcome("context", seen + (f", folded {n}" if n else ""))
+    turn = await next(turn)
+    await _remember(turn)
+    return turn
+
+
+def counted_message(turn: Turn) -> Counted:
+    """The message, counted once."""
+    if turn.message is None:
+        turn.message = turn.deps.counter.count(ChatMessage("user", turn.inbound.text))
+    return turn.message
+
+
+def to_fold(turn: Turn, conv: Conversation, message: Counted) -> int:
+    """How many of the oldest turns to fold before ``message`` goes out: too many, or past the
+    token cap, or on the ladder's shorter step all but the last 4."""
+    d = turn.deps
     overhead = 4  # per message: 3 framing tokens and the role
     fixed = d.system.tokens + message.tokens + 2 * overhead + 3
     n = turns_to_fold(
@@ -277,14 +333,15 @@ async def context(turn: Turn, next: Next) -> Turn:
         conv.summary.tokens + overhead if conv.summary else 0,
         d.policy,
     )
-    short = turn.step >= Step.SHORTER
-    if short:
-        n = max(n, len(conv.turns) - SHORT_CONTEXT_TURNS)  # the ladder's shorter step: the last 4 turns
-    seen = f"{len(conv.turns)} turns{', summary' if conv.summary else ''}"
-    if n:
-        conv = await _fold(turn, conv, n, free=short)
+    if turn.step >= Step.SHORTER:
+        n = max(n, len(conv.turns) - SHORT_CONTEXT_TURNS)
+    return n
+
+
+def prompt_of(d: Deps, conv: Conversation, message: Counted) -> list[Counted]:
+    """System, summary, the unfolded turns, the new message."""
     history = ([conv.summary] if conv.summary else []) + conv.turns
-    turn.prompt = (
+    return (
         [d.system]
         + [
             Counted(ChatMessage("system" if t.role == "summary" else t.role, t.content), t.tokens, t.size)
@@ -292,11 +349,6 @@ async def context(turn: Turn, next: Next) -> Turn:
         ]
         + [message]
     )
-    turn.history_in_prompt = bool(history)
-    turn.outcome("context", seen + (f", folded {n}" if n else ""))
-    turn = await next(turn)
-    await _remember(turn)
-    return turn
 
 
 async def _remember(turn: Turn) -> None:
@@ -305,7 +357,7 @@ async def _remember(turn: Turn) -> None:
     if turn.answer is None:
         return
     d = turn.deps
-    message = turn.message or d.counter.count(ChatMessage("user", turn.inbound.text))
+    message = counted_message(turn)
     reply = d.counter.count(ChatMessage("assistant", turn.answer))
     turn.exchange = exchange = Exchange(
         turn.user,

@@ -13,7 +13,7 @@ from bot.texts import Texts
 from budget.cache import AnswerCache
 from budget.complexity import Complexity
 from budget.context import ContextPolicy
-from budget.ledger import Budget
+from budget.ledger import Admission, Budget
 from budget.money import ZERO
 from budget.outbox import Recorder
 from budget.periods import Calendar
@@ -94,6 +94,8 @@ class Turn:
     message: Counted | None = None
     prompt: list[Counted] = field(default_factory=list)
     history_in_prompt: bool = False
+    # The answer's reservation made with the rate limit's read: its model and what it holds.
+    held: tuple[str, Admission] | None = None
     self_contained: bool | None = None  # budget.queries.is_self_contained of the text, once worked out
     # The cache entries read with the rate limit, by tier: (key, the live entry or None).
     peeked: dict[Tier, tuple[str, str | None]] = field(default_factory=dict)

@@ -6,6 +6,7 @@ ledger the first time a period's counter is needed, so a restart never hands spe
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,8 +17,8 @@ from typing import Protocol
 from budget.money import to_nano
 from budget.periods import Calendar, Period, Window
 from budget.records import Quota, Spend
-from budget.rules import Meter, Scope, Unit
-from budget.stores import Hold, HotStore
+from budget.rules import Ladder, Meter, Scope, Thresholds, Unit
+from budget.stores import Admit, Hold, HotStore
 
 GLOBAL = "global"
 
@@ -38,6 +39,17 @@ class Limits:
 class Reservation:
     id: str
     keys: tuple[tuple[str, Unit], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A reservation to make with the rate limit's read (``admit``), and, once made, the
+    reservation it is: ``cost`` and ``tokens`` held on every meter."""
+
+    admit: Admit
+    reservation: Reservation
+    cost: Decimal
+    tokens: int
 
 
 CounterRow = tuple[Scope, Unit, Window, str]
@@ -187,6 +199,46 @@ class Budget:
             value = spend.nanos if unit is Unit.USD else spend.tokens
             ttl = int((window.end - window.start).total_seconds()) + 86_400
             await self.hot.seed_counter(key, value, ttl)
+
+    def admission(
+        self,
+        user: str,
+        now: datetime,
+        *,
+        exempt: bool,
+        cost: Decimal,
+        tokens: int,
+        thresholds: Thresholds,
+        ladder: Ladder,
+        unless: str | None = None,
+    ) -> Admission | None:
+        """A reservation of ``cost`` and ``tokens`` on the conditions under which the budget gate
+        and the ladder let the message through as it is, and ``reserve`` would hold it: the user
+        has no quota of their own (the configured limits apply), every meter exists, each of the
+        user's is under the warning threshold and each of the bot's under the ladder's first step
+        (``budget.rules``: exact, integer bounds), and each hold fits its limit. None when no
+        counter could meet them. ``meters`` then ``reserve`` give the same outcome, a round trip
+        later."""
+        rows = self._counters(user, now)
+        nanos = to_nano(cost)
+        holds: list[Hold] = []
+        ceilings: list[int | None] = []
+        for (scope, unit, _, key), limit in zip(rows, self._limits(exempt, (NO_OVERRIDE,) * 4), strict=True):
+            amount = nanos if unit is Unit.USD else tokens
+            holds.append(Hold(key, amount, limit))
+            if limit is None:
+                ceilings.append(None)
+                continue
+            share = min(thresholds.warn, thresholds.block) if scope is Scope.USER else ladder.cheaper_at
+            ceiling = min(limit - amount, math.ceil(share * limit) - 1)  # used < share * limit, in integers
+            if limit <= 0 or ceiling < 0:
+                return None
+            ceilings.append(ceiling)
+        rid = uuid.uuid4().hex
+        admit = Admit(
+            rid, holds, ceilings, self.reservation_ttl_s, dict.fromkeys(quota_keys(user), NO_OVERRIDE), unless
+        )
+        return Admission(admit, Reservation(rid, tuple((row[3], row[1]) for row in rows)), cost, tokens)
 
     async def reserve(self, meters: Sequence[Meter], cost: Decimal, tokens: int, now: datetime) -> Reservation | None:
         """Hold a worst-case cost and token count on every meter at once; None if any refuses."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from budget.stores import HotStore
+from budget.stores import Admit, HitRead, HotStore
 
 
 class RateLimiter:
@@ -21,12 +21,12 @@ class RateLimiter:
         return _seconds(await self.hot.hit(key(user), self.limit, self.window_s, now))
 
     async def wait_time_and_read(
-        self, user: str, now: float, keys: Sequence[str], peeks: Sequence[str] = ()
-    ) -> tuple[int, list[int | None], list[str | None]]:
-        """``wait_time``, and the counters ``keys`` and the cache entries ``peeks`` read in the same
-        round trip."""
-        wait, values, peeked = await self.hot.hit_and_get(key(user), self.limit, self.window_s, now, keys, peeks)
-        return _seconds(wait), values, peeked
+        self, user: str, now: float, keys: Sequence[str], peeks: Sequence[str] = (), admit: Admit | None = None
+    ) -> HitRead:
+        """``wait_time`` (as the read's ``wait``), and in the same round trip the counters ``keys``,
+        the cache entries ``peeks`` and the reservation ``admit`` (see ``HotStore.hit_and_get``)."""
+        read = await self.hot.hit_and_get(key(user), self.limit, self.window_s, now, keys, peeks, admit)
+        return read._replace(wait=_seconds(read.wait))
 
 
 def key(user: str) -> str:

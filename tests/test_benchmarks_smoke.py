@@ -131,3 +131,11 @@ def test_sql_labels_name_the_verb_and_table() -> None:
     assert roundtrips.sql_label("SELECT pg_advisory_unlock_all();\nCLOSE ALL;") == "pool reset"
     assert roundtrips.sql_label('with claimed as (insert into "x".inbox values ($1)) select 1') == "with claimed"
     assert roundtrips.redis_label(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n") == "GET"
+
+
+def test_every_script_the_redis_store_sends_is_named() -> None:
+    from budget.stores.redis import RedisHotStore
+
+    store = RedisHotStore("redis://127.0.0.1:1/0")  # never connects: only its scripts are looked at
+    sent = {name: s.sha for name, s in vars(store).items() if hasattr(s, "sha")}
+    assert {name: roundtrips._LUA.get(sha) for name, sha in sent.items()} == {n: n[1:] for n in sent}

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from budget.stores.base import Hold, HotStore
+from budget.stores.base import Admit, HitRead, Hold, HotStore
 from budget.stores.database import Database
 
-__all__ = ["Database", "Hold", "HotStore", "open_database", "open_hot_store"]
+__all__ = ["Admit", "Database", "HitRead", "Hold", "HotStore", "open_database", "open_hot_store"]
 
 
 def _sqlite(url: str) -> Database:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +15,33 @@ class Hold:
     key: str
     amount: int
     limit: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Admit:
+    """A reservation that ``HotStore.hit_and_get`` makes in its own round trip, on conditions
+    under which the caller's plan for it stands: the event is allowed; ``unless`` (one of the
+    peeks) is no live cache entry; each ``expect`` key (one of the keys read) holds that value;
+    and each hold's counter (one of the keys read) exists, is at most its ``ceiling`` (None: no
+    bound) as read, and takes the hold within its limit, as ``reserve`` with ``seeded_only``
+    does. Anything else: nothing is held, and the caller reserves as usual."""
+
+    reservation_id: str
+    holds: Sequence[Hold]
+    ceilings: Sequence[int | None]
+    ttl_s: int
+    expect: Mapping[str, int] = field(default_factory=dict)
+    unless: str | None = None
+
+
+class HitRead(NamedTuple):
+    """What ``hit_and_get`` answers: the wait (0.0: allowed), the counters read, the cache entries
+    peeked at, and whether the ``Admit`` reservation was made."""
+
+    wait: float
+    values: list[int | None]
+    peeked: list[str | None]
+    reserved: bool = False
 
 
 class HotStore(Protocol):
@@ -56,11 +83,20 @@ class HotStore(Protocol):
         ...
 
     async def hit_and_get(
-        self, key: str, limit: int, window_s: float, now: float, keys: Sequence[str], peeks: Sequence[str] = ()
-    ) -> tuple[float, list[int | None], list[str | None]]:
+        self,
+        key: str,
+        limit: int,
+        window_s: float,
+        now: float,
+        keys: Sequence[str],
+        peeks: Sequence[str] = (),
+        admit: Admit | None = None,
+    ) -> HitRead:
         """``hit`` and ``get_counters`` in one round trip: a message's rate-limit event and its
         budget counters, read whether or not the event is allowed. ``peeks``: cache entries read in
-        the same round trip, live values or None, with no bookkeeping (``cache_used`` does that)."""
+        the same round trip, live values or None, with no bookkeeping (``cache_used`` does that).
+        ``admit``: a reservation made in the same step on its conditions; a store that cannot do
+        it in the same round trip declines (``reserved`` False)."""
         ...
 
     async def cache_get(self, key: str, now: float, counts: tuple[str, str] | None = None) -> str | None:

@@ -93,7 +93,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from budget.stores.base import Hold, HotStore
+from budget.stores.base import Admit, HitRead, Hold, HotStore
 
 log = logging.getLogger(__name__)
 
@@ -415,14 +415,38 @@ class FailoverHotStore:
         return await self._run(on)
 
     async def hit_and_get(
-        self, key: str, limit: int, window_s: float, now: float, keys: Sequence[str], peeks: Sequence[str] = ()
-    ) -> tuple[float, list[int | None], list[str | None]]:
-        async def on(i: int) -> tuple[float, list[int | None], list[str | None]]:
-            mapped = [self._k(i, k) for k in keys]
-            wait, values, peeked = await self.stores[i].hit_and_get(key, limit, window_s, now, mapped, peeks)
-            return wait, self._read(values), peeked
+        self,
+        key: str,
+        limit: int,
+        window_s: float,
+        now: float,
+        keys: Sequence[str],
+        peeks: Sequence[str] = (),
+        admit: Admit | None = None,
+    ) -> HitRead:
+        async def on(i: int) -> HitRead:
+            # The reservation rides along only on the primary with nothing to carry: otherwise
+            # reserve's own steps come first (e, f, h), and the caller reserves as usual.
+            ride = admit if i == 0 and not self._elsewhere(i) else None
+            if ride is not None and len(self._open) > 256:
+                self._drop_expired(now)
+            named = [self._k(i, k) for k in keys]
+            read = await self.stores[i].hit_and_get(key, limit, window_s, now, named, peeks, ride)
+            if ride is not None and read.reserved:
+                self._opened(ride.reservation_id, ride.holds, ride.ttl_s, now, i)
+            return read._replace(values=self._read(read.values))
 
         return await self._run(on)
+
+    def _elsewhere(self, i: int) -> set[str]:
+        """Counters this process's open reservations hold on the store that is not ``i`` (f)."""
+        return {k for held in self._open.values() for k, where in held.at.items() if where[0] != i}
+
+    def _opened(self, reservation_id: str, holds: Sequence[Hold], ttl_s: int, now: float, i: int) -> None:
+        amounts: dict[str, int] = {}
+        for h in holds:
+            amounts[h.key] = amounts.get(h.key, 0) + h.amount
+        self._open[reservation_id] = _Open(amounts, ttl_s, now, {k: (i, reservation_id) for k in amounts})
 
     def _read(self, values: list[int | None]) -> list[int | None]:
         _READ_AT.set((id(self), self._switches))  # for this task's seeds (rule i)
@@ -471,7 +495,7 @@ class FailoverHotStore:
         async def on(i: int) -> str | None:
             if i == 1:
                 self._written.update(h.key for h in holds)
-            elsewhere = {k for held in self._open.values() for k, where in held.at.items() if where[0] != i}
+            elsewhere = self._elsewhere(i)
             if elsewhere or i == 1:  # holds to carry first (f), or the epoch to watch (h): read which exist
                 present = await self._present(i, [*(h.key for h in holds), *elsewhere])
                 missing = [h.key for h in holds if h.key not in present]
@@ -485,10 +509,7 @@ class FailoverHotStore:
             refused = await self.stores[i].reserve(reservation_id, named, ttl_s, now, seeded_only=True)
             if refused is not None:
                 return holds[[h.key for h in named].index(refused)].key
-            amounts: dict[str, int] = {}
-            for h in holds:
-                amounts[h.key] = amounts.get(h.key, 0) + h.amount
-            self._open[reservation_id] = _Open(amounts, ttl_s, now, {k: (i, reservation_id) for k in amounts})
+            self._opened(reservation_id, holds, ttl_s, now, i)
             return None
 
         return await self._run(on)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 
-from budget.stores.base import Hold
+from budget.stores.base import Admit, HitRead, Hold
 
 
 class MemoryHotStore:
@@ -84,11 +84,19 @@ class MemoryHotStore:
         return 0.0
 
     async def hit_and_get(
-        self, key: str, limit: int, window_s: float, now: float, keys: Sequence[str], peeks: Sequence[str] = ()
-    ) -> tuple[float, list[int | None], list[str | None]]:
+        self,
+        key: str,
+        limit: int,
+        window_s: float,
+        now: float,
+        keys: Sequence[str],
+        peeks: Sequence[str] = (),
+        admit: Admit | None = None,
+    ) -> HitRead:
+        # ``admit`` declined: in process, a separate reserve costs no round trip.
         entries = [self._cache.get(k) for k in peeks]
         peeked = [e[0] if e is not None and e[1] > now else None for e in entries]
-        return await self.hit(key, limit, window_s, now), await self.get_counters(keys), peeked
+        return HitRead(await self.hit(key, limit, window_s, now), await self.get_counters(keys), peeked)
 
     async def cache_get(self, key: str, now: float, counts: tuple[str, str] | None = None) -> str | None:
         value = self._cache_get(key, now)

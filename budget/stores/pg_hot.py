@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from budget.stores.base import Hold
+from budget.stores.base import Admit, HitRead, Hold
 from budget.stores.postgres import _split_url
 
 T = TypeVar("T")
@@ -289,19 +289,27 @@ class PostgresHotStore:
         return await self._transaction(work)
 
     async def hit_and_get(
-        self, key: str, limit: int, window_s: float, now: float, keys: Sequence[str], peeks: Sequence[str] = ()
-    ) -> tuple[float, list[int | None], list[str | None]]:
-        # The fallback store: two or three statements (the Redis store does it in one round trip).
+        self,
+        key: str,
+        limit: int,
+        window_s: float,
+        now: float,
+        keys: Sequence[str],
+        peeks: Sequence[str] = (),
+        admit: Admit | None = None,
+    ) -> HitRead:
+        # The fallback store: two or three statements (the Redis store does it in one round trip),
+        # and ``admit`` declined.
         wait, values = await self.hit(key, limit, window_s, now), await self.get_counters(keys)
         if not peeks:
-            return wait, values, []
+            return HitRead(wait, values, [])
         pool = await self._conn_pool()
         rows = await pool.fetch(
             f"select key, value from {self._cache} where key = any($1::text[]) and expires_at > $2",
             list(peeks), float(now),
         )  # fmt: skip
         live = {r["key"]: r["value"] for r in rows}
-        return wait, values, [live.get(k) for k in peeks]
+        return HitRead(wait, values, [live.get(k) for k in peeks])
 
     async def cache_get(self, key: str, now: float, counts: tuple[str, str] | None = None) -> str | None:
         value = await self._cache_get(key, now)

@@ -35,7 +35,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from budget.stores.base import Hold
+from budget.stores.base import Admit, HitRead, Hold
 
 # The pool waits up to POOL_TIMEOUT_S for a connection rather than raising at once, as the default
 # pool does past its size: a burst of messages queues instead of failing.
@@ -43,10 +43,20 @@ MAX_CONNECTIONS = 50
 POOL_TIMEOUT_S = 20.0
 
 
+# Scripts that reserve: sent after reserve_core.lua, which holds the reservation step they share.
+_RESERVING = frozenset({"reserve", "hit_get"})
+
+
 @cache
 def _lua(name: str) -> str:
     """A script's source from ``budget/stores/lua``, read once per process."""
     return (files("budget.stores") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+
+
+@cache
+def script_source(name: str) -> str:
+    """What is sent for script ``name``: its file, after reserve_core.lua for the scripts that reserve."""
+    return _lua("reserve_core") + "\n" + _lua(name) if name in _RESERVING else _lua(name)
 
 
 def _split_url(url: str) -> tuple[str, str]:
@@ -111,15 +121,15 @@ class RedisHotStore:
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )  # fmt: skip
         self.redis: Redis = Redis.from_pool(pool)
-        self._reserve = self.redis.register_script(_lua("reserve"))
-        self._settle = self.redis.register_script(_lua("settle"))
-        self._hit = self.redis.register_script(_lua("hit"))
-        self._hit_get = self.redis.register_script(_lua("hit_get"))
-        self._cache_get = self.redis.register_script(_lua("cache_get"))
-        self._cache_put = self.redis.register_script(_lua("cache_put"))
-        self._cache_used = self.redis.register_script(_lua("cache_used"))
-        self._cache_size = self.redis.register_script(_lua("cache_size"))
-        self._cache_clear = self.redis.register_script(_lua("cache_clear"))
+        self._reserve = self.redis.register_script(script_source("reserve"))
+        self._settle = self.redis.register_script(script_source("settle"))
+        self._hit = self.redis.register_script(script_source("hit"))
+        self._hit_get = self.redis.register_script(script_source("hit_get"))
+        self._cache_get = self.redis.register_script(script_source("cache_get"))
+        self._cache_put = self.redis.register_script(script_source("cache_put"))
+        self._cache_used = self.redis.register_script(script_source("cache_used"))
+        self._cache_size = self.redis.register_script(script_source("cache_size"))
+        self._cache_clear = self.redis.register_script(script_source("cache_clear"))
         # The store's own keys. "id:" keeps a reservation named "due" from landing on the index.
         self._due = self._k("pb:rsv:due")
         self._held_prefix = self._k("pb:rsv:id:")
@@ -171,19 +181,45 @@ class RedisHotStore:
         return _wait(oldest, window_s, now)
 
     async def hit_and_get(
-        self, key: str, limit: int, window_s: float, now: float, keys: Sequence[str], peeks: Sequence[str] = ()
-    ) -> tuple[float, list[int | None], list[str | None]]:
+        self,
+        key: str,
+        limit: int,
+        window_s: float,
+        now: float,
+        keys: Sequence[str],
+        peeks: Sequence[str] = (),
+        admit: Admit | None = None,
+    ) -> HitRead:
         names = [self._k(key), *(self._k(k) for k in keys)]
-        args = [*_hit_args(limit, window_s, now), len(keys)]
         if peeks:
             names += [self._expiry, *(self._k(k) for k in peeks)]
-            args.append(_score(now))
-        oldest, values, entries = await self._hit_get(keys=names, args=args)
-        return (
+        args: list[str | int] = [*_hit_args(limit, window_s, now), len(keys), _score(now), len(peeks)]
+        if admit is None:
+            args.append(0)
+        else:
+            names += [self._due, self._held_prefix + admit.reservation_id]
+            args += self._admit_args(admit, keys, peeks, now)
+        oldest, values, entries, reserved = await self._hit_get(keys=names, args=args)
+        return HitRead(
             _wait(oldest or None, window_s, now),
             [None if v is None else int(v) for v in values],
-            [e or None for e in entries] if peeks else [],
+            [e or None for e in entries],
+            bool(reserved),
         )
+
+    def _admit_args(self, admit: Admit, keys: Sequence[str], peeks: Sequence[str], now: float) -> list[str | int]:
+        """hit_get.lua's arguments for a reservation: keys by their place among those read (1-based)."""
+        place = {k: i for i, k in enumerate(keys, 1)}
+        args: list[str | int] = [
+            len(admit.holds), _score(now + admit.ttl_s), admit.reservation_id, self._held_prefix,
+            0 if admit.unless is None else list(peeks).index(admit.unless) + 1, len(admit.expect),
+        ]  # fmt: skip
+        for k, value in admit.expect.items():
+            args += [place[k], _whole(value)]
+        for hold, ceiling in zip(admit.holds, admit.ceilings, strict=True):
+            args += [place[hold.key], _whole(hold.amount)]
+            args += ["" if hold.limit is None else _whole(hold.limit), "" if ceiling is None else _whole(ceiling)]
+        return args
 
     async def cache_get(self, key: str, now: float, counts: tuple[str, str] | None = None) -> str | None:
         keys = self._cache_keys(key) + ([] if counts is None else [self._k(counts[0]), self._k(counts[1])])

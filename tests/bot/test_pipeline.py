@@ -109,8 +109,8 @@ async def test_on_redis_a_cache_hit_takes_one_round_trip_and_its_bookkeeping_fol
         await hot.cache_put("pb:{cache}:a:other", "x", 60, 2, now)
         cache, persona = bot.deps.cache, bot.deps.persona
         keys = [cache.key(normalize_query(t.inbound.text), persona, "cheap") for t in (france, spain)]
-        _, _, entries = await hot.hit_and_get("pb:{t}:rl", 5, 60, now, [], keys)
-        assert [e is not None for e in entries] == [True, False]
+        read = await hot.hit_and_get("pb:{t}:rl", 5, 60, now, [], keys)
+        assert [e is not None for e in read.peeked] == [True, False]
 
 
 async def test_follow_up_never_hits_and_answers_with_history_are_not_stored(make_bot: Any) -> None:
@@ -375,3 +375,50 @@ async def test_the_ladder_on_the_bots_budget_step_by_step(make_bot: Any) -> None
     assert (await bot.send("/usage", user="d")).replies[0].startswith("Today:")  # commands still work
     bot.clock.advance(days=30)  # 2026-12-10: a new month lifts the ladder
     assert (await bot.send("What is the tallest mountain?", user="d")).answer is not None
+
+
+async def test_on_redis_an_answer_is_reserved_with_the_rate_limit_two_round_trips_in_all(make_bot: Any) -> None:
+    from bot.dispatch import Dispatcher
+    from bot.pipeline import STAGES, Pipeline
+    from bot.turn import Inbound, Next, Turn
+    from tests.bot.test_dispatch import Recording
+    from tests.budget.test_redis_store import redis_namespace
+
+    async def stop(turn: Turn, next: Next) -> Turn:  # a stage that ends the message after the rate limit
+        turn.replies.append("stopped")
+        return turn
+
+    async with redis_namespace() as url:
+        bot: Bot = await make_bot(redis_url=url, model_catalog=ONE_MODEL)
+        hot = bot.deps.hot
+        scripts = {s.sha: name for name, s in vars(hot).items() if hasattr(s, "sha")}
+        sent: list[str] = []
+        execute = hot.redis.execute_command  # type: ignore[attr-defined]
+
+        async def counting(*args: object, **kw: object) -> object:
+            sent.append(scripts[str(args[1])] if args[0] == "EVALSHA" else str(args[0]))
+            return await execute(*args, **kw)
+
+        async def ask(dispatcher: Dispatcher, message_id: str, text: str) -> None:
+            inbound = Inbound("console", "a", "a", message_id, text)
+            assert await dispatcher.claim(inbound)
+            await dispatcher.run(inbound)
+
+        replier = Recording()
+        dispatcher = Dispatcher(bot.pipeline, {"console": replier})
+        await ask(dispatcher, "m-1", "Hello, who are you?")  # the user's counters and quota are seeded
+        hot.redis.execute_command = counting  # type: ignore[attr-defined]
+        await ask(dispatcher, "m-2", "Explain how the tides work, in two sentences.")
+        assert sent == ["_hit_get", "_settle"]  # reserved with the rate limit, settled after the call
+        first, second = await rows(bot)
+        assert await user_month(bot, "console:a") == to_nano(first.cost + second.cost)  # exact, nothing held
+        assert second.cost > 0 and replier.sent[-1][0] == "m-2"
+
+        # Reserved, then not used (a stage ended the message first): given back at once.
+        sent.clear()
+        stopped = Dispatcher(Pipeline(bot.deps, (*STAGES[:4], stop, *STAGES[4:])), {"console": replier})
+        await ask(stopped, "m-3", "And how do the seasons work?")
+        assert sent == ["_hit_get", "_settle"]  # the settle is the release
+        assert replier.sent[-1] == ("m-3", ["stopped"])
+        assert await user_month(bot, "console:a") == to_nano(first.cost + second.cost)
+        assert await hot.redis.zcard(hot._due) == 0  # type: ignore[attr-defined]  # no reservation left open

@@ -19,7 +19,7 @@ from budget.ledger import Budget, Limits
 from budget.money import to_nano
 from budget.periods import Calendar
 from budget.records import Spend
-from budget.stores import Hold
+from budget.stores import Admit, Hold
 from budget.stores.failover import EPOCH_KEY, FailoverHotStore, StoresUnavailable
 from budget.stores.pg_hot import PostgresHotStore
 from budget.stores.postgres import PostgresDatabase
@@ -358,12 +358,35 @@ async def test_limiter_and_cache_follow_the_store_in_use(redis_server: Throwaway
         assert await hot.cache_get("pb:{cache}:a:1", now=1) is None
         await hot.cache_put("pb:{cache}:a:1", "on postgres", 60, 10, now=1)
         assert await hot.cache_get("pb:{cache}:a:1", now=2) == "on postgres"
-        _, _, peeked = await hot.hit_and_get("pb:{u2}:rl", 1, 60, 3, [], ["pb:{cache}:a:1", "pb:{cache}:a:2"])
-        assert peeked == ["on postgres", None]
+        read = await hot.hit_and_get("pb:{u2}:rl", 1, 60, 3, [], ["pb:{cache}:a:1", "pb:{cache}:a:2"])
+        assert read.peeked == ["on postgres", None]
         counts = ("pb:{cache}:hits", "pb:{cache}:misses")
         await hot.cache_used(["pb:{cache}:a:1"], 3, counts, 4, 1)
         assert await hot.get_counters(list(counts)) == [4, 1]  # on Postgres, named as the failover names them
         assert await hot.set_once("pb:{u1}:warned", 60) is True
+        assert hot.using == 1
+    finally:
+        await hot.aclose()
+
+
+async def test_a_reservation_made_with_the_rate_limit_is_settled_like_any_other(
+    redis_server: ThrowawayRedis, pg_url: str
+) -> None:
+    hot = failover(redis_server.url, pg_url)
+    try:
+        await hot.seed_counter(USER, 100, 3600)
+        admit = Admit("r1", [Hold(USER, 50, 1_000)], [900], 60)
+        read = await hot.hit_and_get("pb:{u1}:rl", 5, 60, 0, [USER], (), admit)
+        assert (read.values, read.reserved) == ([100], True)  # on the primary, in the same round trip
+        assert await hot.get_counters([USER]) == [150]
+        await hot.settle("r1", {USER: 20})
+        assert await hot.get_counters([USER]) == [120]
+        assert hot._open == {}  # type: ignore[attr-defined]  # known as open, then settled
+        redis_server.stop()
+        await hot.seed_counter(USER, 120, 3600)  # on Postgres now
+        admit = Admit("r2", [Hold(USER, 50, 1_000)], [900], 60)
+        read = await hot.hit_and_get("pb:{u1}:rl", 5, 60, 1, [USER], (), admit)
+        assert (read.values, read.reserved) == ([120], False)  # declined on the fallback: reserve as usual
         assert hot.using == 1
     finally:
         await hot.aclose()

@@ -1,12 +1,20 @@
--- A rate-limit event, a read of counters and a look at cache entries in one round trip (the first
--- steps of a message).
--- KEYS[1] the rate-limit log (as in hit.lua), KEYS[2..ARGV[6]+1] the counters to read; after them,
--- if ARGV[7] is given, the cache's expiry set (as in cache_get.lua) and the cache entries to look at.
--- ARGV[1..5] as in hit.lua, ARGV[6] the number of counters, ARGV[7] now for the cache entries.
--- Returns {wait, values, entries}: wait is '' if the event is allowed (and counted), else the
--- oldest event's time as a string; values are the counters (nil where missing), read whether or not
--- the event was allowed; entries are the live cache values (false where missing or expired), read
--- only: the caller marks what it used later, in one step for many messages (cache_used.lua).
+-- A message's first step in one round trip: a rate-limit event, a read of counters, a look at
+-- cache entries and, on conditions, a reservation (reserve_core.lua, put before this file).
+-- KEYS[1] the rate-limit log (as in hit.lua); KEYS[2..n+1] the counters to read; with p peeks,
+-- KEYS[n+2] the cache's expiry set (as in cache_get.lua) and KEYS[n+3..n+p+2] the entries; with
+-- holds, then the sorted set of reservations by expiry and this reservation's hash (reserve.lua).
+-- ARGV[1..5] as in hit.lua, ARGV[6] n, ARGV[7] now, ARGV[8] p, ARGV[9] h, the number of holds
+-- (0: no reservation). With holds: ARGV[10] the reservation's expiry, ARGV[11] its id, ARGV[12]
+-- the key prefix of reservation hashes, ARGV[13] 'unless': a peek's index (0 for none), ARGV[14] e,
+-- then e pairs (a counter's index among the n, the value it must hold), then h quadruples (the
+-- counter's index among the n, amount, limit, ceiling; '' for none).
+-- Returns {wait, values, entries, reserved}: wait is '' if the event is allowed (and counted),
+-- else the oldest event's time as a string; values are the counters (nil where missing), read
+-- whether or not the event was allowed; entries are the live cache values (false where missing
+-- or expired), read only: the caller marks what it used later, for many messages in one step
+-- (cache_used.lua); reserved is 1 if the reservation was made: the event allowed, the 'unless'
+-- entry not live, every expected value there, every held counter present and at most its ceiling
+-- as read, and every hold within its limit. Else nothing is held.
 
 local wait = ''
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -16,21 +24,64 @@ else
   redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
 end
-local n = tonumber(ARGV[6] or (#KEYS - 1))
+
+local n, now, p, h = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
 local values = {}
 if n > 0 then
   values = redis.call('MGET', unpack(KEYS, 2, n + 1))
 end
+
 local entries = {}
-if ARGV[7] then
-  local now = tonumber(ARGV[7])
-  for i = n + 3, #KEYS do
-    local expires = redis.call('ZSCORE', KEYS[n + 2], KEYS[i])
-    local value = false
-    if expires and tonumber(expires) > now then
-      value = redis.call('GET', KEYS[i])
+for i = 1, p do
+  local entry = KEYS[n + 2 + i]
+  local expires = redis.call('ZSCORE', KEYS[n + 2], entry)
+  local value = false
+  if expires and tonumber(expires) > tonumber(now) then
+    value = redis.call('GET', entry)
+  end
+  entries[i] = value
+end
+
+local function admitted()
+  if wait ~= '' then
+    return false
+  end
+  local unless = tonumber(ARGV[13])
+  if unless > 0 and entries[unless] then
+    return false
+  end
+  local e = tonumber(ARGV[14])
+  for j = 0, e - 1 do
+    if values[tonumber(ARGV[15 + 2 * j])] ~= ARGV[16 + 2 * j] then
+      return false
     end
-    entries[#entries + 1] = value
+  end
+  local first = 15 + 2 * e
+  for j = 0, h - 1 do
+    local value = values[tonumber(ARGV[first + 4 * j])]
+    local ceiling = ARGV[first + 4 * j + 3]
+    if not value or (ceiling ~= '' and tonumber(value) > tonumber(ceiling)) then
+      return false
+    end
+  end
+  return true
+end
+
+local reserved = 0
+if h > 0 and admitted() then
+  local at = n + 2
+  if p > 0 then
+    at = at + 1 + p
+  end
+  local first = 15 + 2 * tonumber(ARGV[14])
+  local counters, amounts, limits = {}, {}, {}
+  for j = 0, h - 1 do
+    counters[j + 1] = KEYS[1 + tonumber(ARGV[first + 4 * j])]
+    amounts[j + 1] = ARGV[first + 4 * j + 1]
+    limits[j + 1] = ARGV[first + 4 * j + 2]
+  end
+  if reserve_holds(KEYS[at], KEYS[at + 1], now, ARGV[10], ARGV[11], ARGV[12], true, counters, amounts, limits) == 0 then
+    reserved = 1
   end
 end
-return {wait, values, entries}
+return {wait, values, entries, reserved}
