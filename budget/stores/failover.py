@@ -39,7 +39,10 @@ e) reserve and settle never create a counter on the store in use (the stores wou
 f) This process's reservations still open on the store it left are carried to the store in use,
    key by key as each counter exists there, before any new reservation: no limit check (they were
    admitted), same expiry, an id of their own. A settle then replaces each carried hold. A carry
-   and the settle of one reservation never overlap; a new reservation waits for both.
+   and the settle of one reservation never overlap; a new reservation waits for both. A
+   reservation made with the rate limit's read (``hit_and_get``'s ``admit``) rides along only on
+   the primary with nothing to carry; anywhere else it is declined and the caller reserves as
+   usual, through the steps above.
 g) The switch back waits for calls in flight on the fallback, and calls arriving meanwhile wait
    for it: nothing is written to the fallback after the keys to delete are listed.
 h) A process still on the fallback sees the epoch move with its next reserve or settle, and goes

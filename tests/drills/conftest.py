@@ -79,7 +79,11 @@ class LiveBot:
     deps: Deps
 
     async def send(self, user: str, message_id: str, text: str) -> Turn:
-        turn = await self.pipeline.handle(Inbound("console", user, user, message_id, text))
+        # The conversation comes with the message, as the webhook's claim reads it: the answer's
+        # reservation can then ride in the rate limit's round trip, as in production.
+        inbound = Inbound("console", user, user, message_id, text)
+        conversation = await self.deps.db.conversation(inbound.user_key)
+        turn = await self.pipeline.handle(inbound, conversation=conversation)
         await self.pipeline.done(turn)
         return turn
 
