@@ -46,6 +46,20 @@ async def user_month(bot: Bot, user: str = "console:alice") -> int:
     return next(m.used for m in meters if m.scope is Scope.USER and m.period is Period.MONTH and m.unit is Unit.USD)
 
 
+def count_redis(hot: Any) -> list[str]:
+    """From now on, each command the Redis store sends, by name (a script by the store's attribute)."""
+    scripts = {s.sha: name for name, s in vars(hot).items() if hasattr(s, "sha")}
+    sent: list[str] = []
+    execute = hot.redis.execute_command
+
+    async def counting(*args: object, **kw: object) -> object:
+        sent.append(scripts[str(args[1])] if args[0] == "EVALSHA" else str(args[0]))
+        return await execute(*args, **kw)
+
+    hot.redis.execute_command = counting
+    return sent
+
+
 async def test_an_answer_is_priced_recorded_and_counted(make_bot: Any) -> None:
     bot: Bot = await make_bot(model_catalog=ONE_MODEL)
     turn = await bot.send("Hello, who are you?")
@@ -82,18 +96,10 @@ async def test_on_redis_a_cache_hit_takes_one_round_trip_and_its_bookkeeping_fol
     async with redis_namespace() as url:
         bot: Bot = await make_bot(redis_url=url, model_catalog=ONE_MODEL)
         hot, now = bot.deps.hot, bot.clock.now.timestamp()
-        scripts = {s.sha: name for name, s in vars(hot).items() if hasattr(s, "sha")}
-        sent: list[str] = []
-        execute = hot.redis.execute_command  # type: ignore[attr-defined]
-
-        async def counting(*args: object, **kw: object) -> object:
-            sent.append(scripts[str(args[1])] if args[0] == "EVALSHA" else str(args[0]))
-            return await execute(*args, **kw)
-
         france = await bot.send("What is the capital of France?", user="alice")  # loads the scripts too
         spain = await bot.send("What is the capital of Spain?", user="carol")
         assert (await bot.send("what is the capital of spain?", user="bob")).outcomes["cache"] == "hit"
-        hot.redis.execute_command = counting  # type: ignore[attr-defined]  # every user's counters seeded
+        sent = count_redis(hot)  # every user's counters seeded
         italy = await bot.send("What is the capital of Italy?", user="carol")
         assert italy.outcomes["cache"] == "miss"  # not stored: carol's history was in its prompt
         assert sent == ["_hit_get", "_reserve", "_settle"]  # no lookup of its own
@@ -391,14 +397,6 @@ async def test_on_redis_an_answer_is_reserved_with_the_rate_limit_two_round_trip
     async with redis_namespace() as url:
         bot: Bot = await make_bot(redis_url=url, model_catalog=ONE_MODEL)
         hot = bot.deps.hot
-        scripts = {s.sha: name for name, s in vars(hot).items() if hasattr(s, "sha")}
-        sent: list[str] = []
-        execute = hot.redis.execute_command  # type: ignore[attr-defined]
-
-        async def counting(*args: object, **kw: object) -> object:
-            sent.append(scripts[str(args[1])] if args[0] == "EVALSHA" else str(args[0]))
-            return await execute(*args, **kw)
-
         async def ask(dispatcher: Dispatcher, message_id: str, text: str) -> None:
             inbound = Inbound("console", "a", "a", message_id, text)
             assert await dispatcher.claim(inbound)
@@ -407,7 +405,7 @@ async def test_on_redis_an_answer_is_reserved_with_the_rate_limit_two_round_trip
         replier = Recording()
         dispatcher = Dispatcher(bot.pipeline, {"console": replier})
         await ask(dispatcher, "m-1", "Hello, who are you?")  # the user's counters and quota are seeded
-        hot.redis.execute_command = counting  # type: ignore[attr-defined]
+        sent = count_redis(hot)
         await ask(dispatcher, "m-2", "Explain how the tides work, in two sentences.")
         assert sent == ["_hit_get", "_settle"]  # reserved with the rate limit, settled after the call
         first, second = await rows(bot)

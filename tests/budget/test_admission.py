@@ -5,11 +5,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +17,6 @@ from budget.periods import Calendar
 from budget.records import Spend
 from budget.rules import Ladder, Level, Scope, Step, Thresholds, Unit, degradation, gate
 from budget.stores.redis import RedisHotStore
-from tests.budget.test_redis_store import redis_namespace
 
 NOW = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 USER = "telegram:42"
@@ -31,14 +28,6 @@ class NoLedger:
 
     async def spend(self, user_key: str | None, start: datetime, end: datetime) -> Spend:
         raise AssertionError("no counter should be missing")
-
-
-@pytest.fixture
-async def redis_store() -> AsyncIterator[RedisHotStore]:
-    async with redis_namespace() as url:
-        store = RedisHotStore(url)
-        yield store
-        await store.aclose()
 
 
 def budget_on(hot: RedisHotStore, limits: Limits) -> Budget:
@@ -60,7 +49,7 @@ _share = st.sampled_from([Decimal("0.5"), Decimal("0.8"), Decimal("0.9"), Decima
     data=st.data(),
 )
 async def test_the_reservation_rides_along_exactly_where_the_gate_and_ladder_pass_as_is(
-    redis_store: RedisHotStore,
+    store: RedisHotStore,
     limits: tuple[int | None, ...],
     cost: int,
     tokens: int,
@@ -77,7 +66,7 @@ async def test_the_reservation_rides_along_exactly_where_the_gate_and_ladder_pas
         pick = st.sampled_from(edges).flatmap(lambda e: st.integers(max(e - 2, 0), max(e + 1, 0)))
         anywhere = st.integers(0, 2_200_000)
         used.append(data.draw(st.one_of(pick, pick, anywhere) if edges else anywhere))
-    hot = redis_store
+    hot = store
     usd = [None if n is None else from_nano(n) for n in (limits[0], limits[1], limits[4], limits[5])]
     budget = budget_on(hot, Limits(usd[0], usd[1], limits[2], limits[3], usd[2], usd[3]))
     block = max(shares[:2])
@@ -114,8 +103,8 @@ async def test_the_reservation_rides_along_exactly_where_the_gate_and_ladder_pas
         assert await hot.get_counters(keys) == list(used)
 
 
-async def test_no_reservation_when_rate_limited_served_from_cache_or_not_seeded(redis_store: RedisHotStore) -> None:
-    hot = redis_store
+async def test_no_reservation_when_rate_limited_served_from_cache_or_not_seeded(store: RedisHotStore) -> None:
+    hot = store
     budget = budget_on(hot, Limits())
     keys, quotas = budget.counter_keys(USER, NOW), quota_keys(USER)
     await hot.set_counters(dict.fromkeys(quotas, NO_OVERRIDE), TTL)

@@ -64,14 +64,6 @@ async def redis_namespace(url: str = REDIS_URL, **options: str) -> AsyncIterator
 
 
 @pytest.fixture
-async def store() -> AsyncIterator[RedisHotStore]:
-    async with redis_namespace() as url:
-        made = RedisHotStore(url)
-        yield made
-        await made.aclose()
-
-
-@pytest.fixture
 async def raw() -> AsyncIterator[aioredis.Redis]:
     """A plain client, to look at the keys the store leaves behind."""
     require_server(_reachable(REDIS_URL), f"Redis at {REDIS_URL}")
