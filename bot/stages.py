@@ -99,7 +99,7 @@ async def rate_limit(turn: Turn, next: Next) -> Turn:
         keys = counters + quota_keys(turn.user)
         flags = [warned_key(turn.user, k) for k in counters]
         peeks = _cache_candidates(turn)
-        planned = _admission(turn, peeks)
+        planned = _planned(turn, peeks)
         read = await d.limiter.wait_time_and_read(
             turn.user, turn.now.timestamp(), keys + flags, list(peeks.values()), planned and planned[1].admit
         )
@@ -135,6 +135,14 @@ def _cache_candidates(turn: Turn) -> dict[Tier, str]:
         return {}
     normalized = normalize_query(text)
     return {tier: d.cache.key(normalized, d.persona, tier.value) for tier in (TIER_FOR[turn.complexity], Tier.CHEAP)}
+
+
+def _planned(turn: Turn, peeks: dict[Tier, str]) -> tuple[str, Admission] | None:
+    try:
+        return _admission(turn, peeks)
+    except Exception as error:  # the answer plans it again, and says what is wrong there
+        turn.deps.log.warning("reservation not planned with the rate limit (%s)", type(error).__name__)
+        return None
 
 
 def _admission(turn: Turn, peeks: dict[Tier, str]) -> tuple[str, Admission] | None:
