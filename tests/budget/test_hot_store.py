@@ -203,15 +203,15 @@ async def test_cache_ttl_lru_and_stats(hot: HotStore) -> None:
 
 
 async def test_peeked_look_ups_are_counted_in_one_batch_and_kept_when_the_store_fails(hot: HotStore) -> None:
-    import asyncio
-
-    cache = AnswerCache(hot, ttl_s=100, max_size=5, flush_s=0.05)
+    cache = AnswerCache(hot, ttl_s=100, max_size=5, flush_s=0.5)
     a = CachedAnswer("A", usd("0.000123"), "openai", "gpt-4o-mini")
     await cache.put("k1", a, now=0)
     assert cache.peeked("k1", '{"text": "A", "cost": "0.000123", "provider": "openai", "model": "gpt-4o-mini"}', 1) == a
     assert cache.peeked("k2", None, 1) is None
+    timer = cache._flusher
+    assert timer is not None
     assert await hot.get_counters(["pb:{cache}:hits", "pb:{cache}:misses"]) == [None, None]  # not yet
-    await asyncio.sleep(0.2)
+    await timer
     assert await hot.get_counters(["pb:{cache}:hits", "pb:{cache}:misses"]) == [1, 1]  # one batch, on a timer
     used = hot.cache_used
 
@@ -220,7 +220,8 @@ async def test_peeked_look_ups_are_counted_in_one_batch_and_kept_when_the_store_
 
     hot.cache_used = down  # type: ignore[method-assign]
     cache.peeked("k1", None, 2)
-    await asyncio.sleep(0.2)  # the timer's write fails: logged, the count kept
+    assert cache._flusher is not None
+    await cache._flusher  # the timer's write fails: logged, the count kept
     hot.cache_used = used  # type: ignore[method-assign]
     stats = await cache.stats(now=3)
     assert (stats.hits, stats.misses) == (1, 2)
