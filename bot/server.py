@@ -19,8 +19,11 @@ from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot import metrics
@@ -93,6 +96,24 @@ async def _invalid(_: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
     detail = jsonable_encoder(error.errors(), custom_encoder={Decimal: str})
     return AsciiJSONResponse({"detail": detail}, status_code=422)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    """FastAPI's answer, except that a 405's ``Allow`` names the methods of every route of the path
+    (Starlette names only those of the first: ``GET`` for a path that takes ``PUT`` too)."""
+    assert isinstance(error, StarletteHTTPException)
+    if error.status_code == 405:
+        routes = request.app.router.routes
+        allowed = [
+            method
+            for method in _METHODS
+            if any(route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes)
+        ]
+        error.headers = {**(error.headers or {}), "Allow": ", ".join(allowed)}
+    return await http_exception_handler(request, error)
 
 
 async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
@@ -213,6 +234,7 @@ def create_app(settings: Settings, built: Built | None = None) -> FastAPI:
     app.include_router(metrics_router())
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -105,6 +105,14 @@ def detail_locs(r: httpx.Response) -> list[list[Any]]:
 # -- who may call ------------------------------------------------------------------------------
 
 
+async def test_a_method_a_path_lacks_is_405_naming_every_method_it_has(api: Api) -> None:
+    for method in ("OPTIONS", "DELETE", "POST"):
+        r = await api.call(method, "/api/cost/quota/telegram:1")
+        assert (r.status_code, r.headers["allow"]) == (405, "GET, PUT"), method
+    r = await api.call("POST", "/healthz")
+    assert (r.status_code, r.headers["allow"]) == (405, "GET")
+
+
 async def test_missing_or_wrong_token_is_401_and_changes_nothing(api: Api) -> None:
     await api.send("What is the capital of France?")
     cached = (await api.deps.cache.stats(datetime.now(UTC).timestamp())).size
