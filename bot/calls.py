@@ -121,7 +121,7 @@ async def _attempt(
         result = await d.router.provider(spec).complete(CompletionRequest(spec.model, [c.message for c in prompt], cap))
     except ProviderError as error:
         cost = d.prices.cost(spec.model, error.usage)
-        d.router.failed(spec, time.time(), error.retry_after)
+        d.router.failed(spec, d.clock().timestamp(), error.retry_after)  # the bot's clock, as chain() reads it
         await _record(turn, spec, kind, Status.ERROR, error.usage, cost, started, error=str(error))
         await _settle(turn, reservation, cost, error.usage.total_tokens)
         d.log.warning("call failed, trying the next model: %s", error)

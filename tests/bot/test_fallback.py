@@ -99,6 +99,10 @@ async def test_429_with_retry_after_puts_openai_in_cooldown(
     turn = await bot.send("Hello again, are you there?")  # openai is skipped while it cools down
     assert turn.outcomes["choose"].endswith("-> anthropic/claude-haiku-4-5 (healthy, cheapest of its tier)")
     assert len(openai_server.requests) == 1
+    bot.clock.advance(seconds=29)  # the bot's clock, not the wall's: the simulator runs a month in minutes
+    assert not bot.deps.router.healthy("openai", bot.clock.now.timestamp())
+    bot.clock.advance(seconds=2)
+    assert bot.deps.router.healthy("openai", bot.clock.now.timestamp())
 
 
 async def test_timeout_and_dropped_connection_fall_back(
