@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -15,10 +17,31 @@ from typing import Self
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), Path("/usr/local/bin"))
 
 
+# Below Linux's ephemeral range (32768-60999), so bind(0) and outgoing connections never take one.
+_PORTS = range(20_000, 32_000)
+_HELD: dict[int, int] = {}  # port -> the descriptor of its lock file, held while this process lives
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now that no other test process on this machine takes while this one lives:
+    a drill's server stopped on purpose leaves its port free, and a parallel run picking it for
+    a server of its own would mix the two (each port has a lock file, held until exit)."""
+    folder = Path(tempfile.gettempdir()) / "pennybot-test-ports"
+    folder.mkdir(exist_ok=True)
+    for port in random.sample(_PORTS, 500):
+        if port in _HELD:
+            continue
+        fd = os.open(folder / f"{port}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port))
+        except OSError:  # locked by another process, or in use
+            os.close(fd)
+            continue
+        _HELD[port] = fd
+        return port
+    raise RuntimeError("no free port found for a test server")
 
 
 def wait_for_port(port: int, what: str, timeout_s: float = 10.0) -> None:
