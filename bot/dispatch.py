@@ -16,8 +16,8 @@ from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, Protocol
 
 from bot.pipeline import Pipeline
-from bot.stages import inbox_payload
-from bot.turn import Inbound
+from bot.stages import fold_after_reply, inbox_payload
+from bot.turn import Inbound, Turn
 from budget.records import Conversation, Exchange
 
 log = logging.getLogger("pennybot.dispatch")
@@ -56,6 +56,7 @@ class Dispatcher:
         self._read: dict[str, dict[tuple[str, str], Conversation]] = {}
         # Exchanges computed here whose write (with the replies) failed: retried by the sweep.
         self._unstored: dict[tuple[str, str], Exchange | None] = {}
+        self._folding: set[str] = set()  # users whose conversation is being folded after a reply
 
     @property
     def db(self) -> Any:
@@ -96,6 +97,7 @@ class Dispatcher:
             return
         self._working.add(key)
         renewing = asyncio.create_task(self._renew(inbound))
+        turn: Turn | None = None
         try:
             replies = self._answered.get(key, replies)
             if replies is None:
@@ -117,12 +119,26 @@ class Dispatcher:
             await deps.db.finish_inbox(inbound.channel, inbound.message_id, deps.clock())
             self._answered.pop(key, None)
             self._sent.discard(key)
+            if turn is not None and turn.fold_later and turn.user not in self._folding:
+                self._folding.add(turn.user)
+                self.spawn(self._fold(turn))
         except Exception:
             # Left open in the inbox: once its lease runs out, a sweep here or elsewhere finishes it.
             log.exception("message %s:%s failed; it stays in the inbox", inbound.channel, inbound.message_id)
         finally:
             renewing.cancel()
             self._working.discard(key)
+
+    async def _fold(self, turn: Turn) -> None:
+        """Fold the old turns the message put off, now that its reply is out: a fold that fails
+        is left for the user's next message, which finds the turns still there."""
+        try:
+            await fold_after_reply(turn)
+        except Exception as error:
+            log.warning("conversation not folded (%s); the next message tries again", type(error).__name__)
+        finally:
+            self._folding.discard(turn.user)
+            self._read.pop(turn.user, None)  # read before the fold: stale now
 
     async def _renew(self, inbound: Inbound) -> None:
         """Hold the lease while the message is worked on, so no other process takes it over."""

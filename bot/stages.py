@@ -24,6 +24,7 @@ from providers.catalog import Tier
 from providers.simulated import SUMMARY_MARKER
 
 SHORT_CONTEXT_TURNS = 4
+OVERHEAD = 4  # a prompt message's tokens besides its content: 3 framing tokens and the role
 WARNED_TTL_S = 40 * 86_400  # a warning flag outlives its period (a month at most)
 TIER_FOR = {Complexity.SIMPLE: Tier.CHEAP, Complexity.MEDIUM: Tier.STANDARD, Complexity.COMPLEX: Tier.PREMIUM}
 SUMMARY_PREFIX = "Summary of the earlier conversation:\n"
@@ -155,7 +156,7 @@ def _admission(turn: Turn, peeks: dict[Tier, str]) -> tuple[str, Admission] | No
     if conv is None or turn.complexity is None:
         return None
     message = counted_message(turn)
-    if message.tokens > d.policy.token_cap // 2 or to_fold(turn, conv, message):
+    if message.tokens > d.policy.token_cap // 2 or folds(turn, conv, message)[0]:
         return None
     tier = TIER_FOR[turn.complexity]
     chain = d.router.chain(tier, turn.now.timestamp())
@@ -310,13 +311,15 @@ async def context(turn: Turn, next: Next) -> Turn:
         turn.outcome("context", "too long")
         return turn
     conv = turn.conversation or await d.db.conversation(turn.user)
-    n = to_fold(turn, conv, message)
+    n, turn.fold_later = folds(turn, conv, message)
     seen = f"{len(conv.turns)} turns{', summary' if conv.summary else ''}"
     if n:
         conv = await _fold(turn, conv, n, free=turn.step >= Step.SHORTER)
+    turn.conversation = conv
     turn.prompt = prompt_of(d, conv, message)
     turn.history_in_prompt = bool(conv.turns or conv.summary)
-    turn.outcome("context", seen + (f", folded {n}" if n else ""))
+    later = f", {turn.fold_later} to fold after the reply" if turn.fold_later else ""
+    turn.outcome("context", seen + (f", folded {n}" if n else "") + later)
     turn = await next(turn)
     await _remember(turn)
     return turn
@@ -332,18 +335,43 @@ def counted_message(turn: Turn) -> Counted:
 def to_fold(turn: Turn, conv: Conversation, message: Counted) -> int:
     """How many of the oldest turns to fold before ``message`` goes out: too many, or past the
     token cap, or on the ladder's shorter step all but the last 4."""
-    d = turn.deps
-    overhead = 4  # per message: 3 framing tokens and the role
-    fixed = d.system.tokens + message.tokens + 2 * overhead + 3
     n = turns_to_fold(
-        [t.tokens + overhead for t in conv.turns],
-        fixed,
-        conv.summary.tokens + overhead if conv.summary else 0,
-        d.policy,
+        [t.tokens + OVERHEAD for t in conv.turns],
+        _fixed(turn.deps, message),
+        conv.summary.tokens + OVERHEAD if conv.summary else 0,
+        turn.deps.policy,
     )
     if turn.step >= Step.SHORTER:
         n = max(n, len(conv.turns) - SHORT_CONTEXT_TURNS)
     return n
+
+
+def folds(turn: Turn, conv: Conversation, message: Counted) -> tuple[int, int]:
+    """How many of the oldest turns to fold before ``message`` goes out, and how many after its
+    reply is sent. A webhook's message (claimed) whose prompt fits the token cap unfolded folds by
+    count after its reply, off its path (``bot.dispatch``); a fold the cap or the ladder's shorter
+    step needs happens first."""
+    n = to_fold(turn, conv, message)
+    if n and turn.claimed and turn.step < Step.SHORTER and not _over_cap(turn, conv, message):
+        return 0, n
+    return n, 0
+
+
+def _over_cap(turn: Turn, conv: Conversation, message: Counted) -> bool:
+    """Whether the prompt, with every unfolded turn in it, passes the token cap."""
+    history = [t.tokens + OVERHEAD for t in ([conv.summary] if conv.summary else []) + conv.turns]
+    return _fixed(turn.deps, message) + sum(history) > turn.deps.policy.token_cap
+
+
+def _fixed(d: Deps, message: Counted) -> int:
+    """The prompt's tokens besides the history: system, the new message, the reply's priming."""
+    return d.system.tokens + message.tokens + 2 * OVERHEAD + 3
+
+
+async def fold_after_reply(turn: Turn) -> None:
+    """The fold ``folds`` put off, once the message's reply is sent."""
+    assert turn.conversation is not None
+    await _fold(turn, turn.conversation, turn.fold_later)
 
 
 def prompt_of(d: Deps, conv: Conversation, message: Counted) -> list[Counted]:

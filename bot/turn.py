@@ -96,6 +96,7 @@ class Turn:
     history_in_prompt: bool = False
     # The answer's reservation made with the rate limit's read: its model and what it holds.
     held: tuple[str, Admission] | None = None
+    fold_later: int = 0  # the oldest turns to fold once the reply is sent (bot.stages.folds)
     self_contained: bool | None = None  # budget.queries.is_self_contained of the text, once worked out
     # The cache entries read with the rate limit, by tier: (key, the live entry or None).
     peeked: dict[Tier, tuple[str, str | None]] = field(default_factory=dict)

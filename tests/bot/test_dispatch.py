@@ -197,3 +197,52 @@ async def test_an_exchange_whose_write_failed_is_stored_once_by_the_sweep_and_th
     rows = await db.requests(now - timedelta(days=1), now + timedelta(days=1))
     assert len(rows) == 1  # paid once
     assert await db.open_inbox() == []
+
+
+async def test_a_webhooks_message_folds_after_its_reply_unless_the_cap_needs_it_first(make_bot: Any) -> None:
+    from budget.money import to_nano
+    from budget.records import Kind
+
+    bot: Bot = await make_bot(model_catalog=[{"provider": "simulated", "model": "gpt-4o-mini", "tier": "cheap"}])
+    order: list[str] = []
+
+    class Watching(Recording):
+        async def send(self, inbound: Inbound, parts: Sequence[str]) -> None:
+            order.append("reply")
+            await super().send(inbound, parts)
+
+    record = bot.deps.recorder.record
+
+    async def recording(rows: Any) -> None:
+        order.extend(r.kind.value for r in rows)
+        await record(rows)
+
+    bot.deps.recorder.record = recording  # type: ignore[method-assign]
+    dispatcher = Dispatcher(bot.pipeline, {"console": Watching()})
+
+    async def ask(n: int, text: str) -> None:
+        inbound = Inbound("console", "a", "a", f"m-{n}", text)
+        assert await dispatcher.claim(inbound)
+        await dispatcher.run(inbound)
+
+    for i in range(10):
+        await ask(i, f"Tell me fact number {i} about the ocean.")
+    order.clear()
+    await ask(10, "Tell me fact number 10 about the ocean.")
+    assert await dispatcher.drain(5) == 0
+    assert order == ["answer", "reply", "summary"]  # the summary call after the reply is out
+    conv = await bot.deps.db.conversation("console:a")
+    assert conv.summary is not None and len(conv.turns) == 12  # the 10 kept and the new exchange
+    assert conv.summary.content.count("User: Tell me fact number") == 5
+    rows = await bot.deps.db.requests(bot.clock.now - timedelta(days=1), bot.clock.now + timedelta(days=1))
+    month = [m for m in await bot.deps.budget.meters("console:a", bot.clock.now) if m.key.endswith("usd:month:2026-11")]
+    assert month[0].used == sum(to_nano(r.cost) for r in rows)  # the summary is charged to the user it serves
+    assert [r.kind for r in rows[-2:]] == [Kind.ANSWER, Kind.SUMMARY]
+
+    # Turns long enough to pass the token cap unfolded: the fold comes first, as it always did.
+    long = "Please remember this long note about tides and currents, word by word. " * 130
+    for i in range(11, 14):
+        await ask(i, long)
+    order.clear()
+    await ask(14, long)
+    assert order == ["summary", "answer", "reply"]
