@@ -123,18 +123,24 @@ class Budget:
         self._global_limits: list[int | None] = [_nano(limits.global_daily_usd), _nano(limits.global_monthly_usd)]
         self.reservation_ttl_s = reservation_ttl_s
         self.quotas = quotas
+        self._last_rows: tuple[str, datetime, tuple[CounterRow, ...]] | None = None
 
-    def _counters(self, user: str, now: datetime) -> list[CounterRow]:
+    def _counters(self, user: str, now: datetime) -> tuple[CounterRow, ...]:
         """Every counter that applies to a user now: the user's four (dollars and tokens, day and
         month; token counters are kept for everyone, so a token quota can start any time), then
-        the bot's two."""
+        the bot's two. A message asks three times (the rate limit's keys, its reservation, the
+        gate's meters), at one ``now``: the last answer is kept."""
+        last = self._last_rows
+        if last is not None and last[0] == user and last[1] == now:
+            return last[2]
         day = self.calendar.window(Period.DAY, now)
         month = self.calendar.window(Period.MONTH, now)
-        rows = [
+        rows = tuple(
             (Scope.USER, unit, w, counter_key(user, unit, w))
             for unit, w in ((Unit.USD, day), (Unit.USD, month), (Unit.TOKENS, day), (Unit.TOKENS, month))
-        ]
-        return rows + [(Scope.GLOBAL, Unit.USD, w, counter_key(GLOBAL, Unit.USD, w)) for w in (day, month)]
+        ) + tuple((Scope.GLOBAL, Unit.USD, w, counter_key(GLOBAL, Unit.USD, w)) for w in (day, month))
+        self._last_rows = (user, now, rows)
+        return rows
 
     def _limits(self, exempt: bool, quota: Sequence[int | None]) -> list[int | None]:
         """The limits of ``_counters``' rows, in their order: a user's quota (where set) over the

@@ -430,7 +430,7 @@ class FailoverHotStore:
         async def on(i: int) -> HitRead:
             # The reservation rides along only on the primary with nothing to carry: otherwise
             # reserve's own steps come first (e, f, h), and the caller reserves as usual.
-            ride = admit if i == 0 and not self._elsewhere(i) else None
+            ride = admit if admit is not None and i == 0 and not self._elsewhere(i) else None
             if ride is not None and len(self._open) > 256:
                 self._drop_expired(now)
             named = [self._k(i, k) for k in keys]
