@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 from bot.pipeline import Pipeline
@@ -57,6 +58,11 @@ class Dispatcher:
         # Exchanges computed here whose write (with the replies) failed: retried by the sweep.
         self._unstored: dict[tuple[str, str], Exchange | None] = {}
         self._folding: set[str] = set()  # users whose conversation is being folded after a reply
+        # Sent messages whose done mark is not written yet, with when they were sent: one task
+        # writes every waiting mark at once, off the messages' path (``_write_marks``).
+        self._marks: dict[tuple[str, str], datetime] = {}
+        self._marking: asyncio.Task[None] | None = None
+        self.mark_failures = 0
 
     @property
     def db(self) -> Any:
@@ -116,9 +122,7 @@ class Dispatcher:
             if replies and key not in self._sent:
                 await replier.send(inbound, replies)
                 self._sent.add(key)
-            await deps.db.finish_inbox(inbound.channel, inbound.message_id, deps.clock())
-            self._answered.pop(key, None)
-            self._sent.discard(key)
+            self._mark_done(key)
             if turn is not None and turn.fold_later and turn.user not in self._folding:
                 self._folding.add(turn.user)
                 self.spawn(self._fold(turn))
@@ -127,7 +131,48 @@ class Dispatcher:
             log.exception("message %s:%s failed; it stays in the inbox", inbound.channel, inbound.message_id)
         finally:
             renewing.cancel()
-            self._working.discard(key)
+            if key not in self._marks:  # else it is worked on until its mark is written
+                self._working.discard(key)
+
+    def _mark_done(self, key: tuple[str, str]) -> None:
+        """Queue the done mark of a message whose replies were sent. The reply is out: nothing
+        the user sees waits on the mark, and the marks of messages sent close together share one
+        write. Until its mark is written the message stays in ``_working`` and ``_sent`` here, so
+        a sweep of this process never sends it again; a crash before the write re-sends its stored
+        replies after the restart, as a crash between the send and the write always could."""
+        self._marks[key] = self.pipeline.deps.clock()
+        if self._marking is None:
+            self._marking = asyncio.create_task(self._write_marks())
+            self._tasks.add(self._marking)
+            self._marking.add_done_callback(self._tasks.discard)
+
+    async def _write_marks(self) -> None:
+        """Write every waiting done mark in one call, until none waits; retried with a growing
+        pause while the database is down."""
+        try:
+            while self._marks:
+                batch = dict(self._marks)
+                try:
+                    await self.db.finish_inbox([(channel, mid, at) for (channel, mid), at in batch.items()])
+                except Exception as error:
+                    self.mark_failures += 1
+                    if self.mark_failures in (1, 10) or self.mark_failures % 100 == 0:
+                        log.warning("done marks not written (%s); %d wait", type(error).__name__, len(self._marks))
+                    await asyncio.sleep(min(0.05 * 2**self.mark_failures, 5.0))
+                    continue
+                self.mark_failures = 0
+                for key in batch:
+                    del self._marks[key]
+                    self._answered.pop(key, None)
+                    self._sent.discard(key)
+                    self._working.discard(key)
+        finally:
+            self._marking = None
+
+    async def marks_written(self) -> None:
+        """Wait until the done marks queued so far are written (tests, shutdown)."""
+        while self._marking is not None:
+            await asyncio.shield(self._marking)
 
     async def _fold(self, turn: Turn) -> None:
         """Fold the old turns the message put off, now that its reply is out: a fold that fails
@@ -174,11 +219,16 @@ class Dispatcher:
 
     async def drain(self, timeout_s: float) -> int:
         """Stop accepting; wait up to ``timeout_s`` for in-flight messages. Returns how many were
-        still running (they stay in the inbox and are finished when their lease runs out)."""
+        still running (they stay in the inbox and are finished when their lease runs out), done
+        marks not written included."""
         self.accepting = False
-        if not self._tasks:
-            return 0
-        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
-        for task in pending:
-            task.cancel()
-        return len(pending)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._tasks:  # a message that finishes queues its done mark, which may start a task
+            _, pending = await asyncio.wait(set(self._tasks), timeout=max(deadline - loop.time(), 0))
+            if pending:
+                marks = len(self._marks)
+                for task in pending:
+                    task.cancel()
+                return len(pending - {self._marking}) + marks
+        return 0

@@ -83,4 +83,4 @@ class Pipeline:
     async def done(self, turn: Turn) -> None:
         """Mark the inbound message handled, once its replies were sent."""
         ib = turn.inbound
-        await self.deps.db.finish_inbox(ib.channel, ib.message_id, self.deps.clock())
+        await self.deps.db.finish_inbox([(ib.channel, ib.message_id, self.deps.clock())])

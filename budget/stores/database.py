@@ -109,8 +109,9 @@ class Database(Protocol):
         with them, the exchange's turns (``add_turns``)."""
         ...
 
-    async def finish_inbox(self, channel: str, message_id: str, now: datetime) -> None:
-        """The replies were sent (status done)."""
+    async def finish_inbox(self, sent: Sequence[tuple[str, str, datetime]]) -> None:
+        """These messages' replies were sent (status done): (channel, message_id, sent at) each,
+        all in one write where the store can."""
         ...
 
     async def open_inbox(self) -> list[InboxItem]:

@@ -365,11 +365,16 @@ class PostgresDatabase:
             channel, message_id, json.dumps(list(replies)), exchange.user_key, *_columns(exchange.turns), exchange.at,
         )  # fmt: skip
 
-    async def finish_inbox(self, channel: str, message_id: str, now: datetime) -> None:
+    async def finish_inbox(self, sent: Sequence[tuple[str, str, datetime]]) -> None:
+        if not sent:
+            return
         pool = await self._conn_pool()
+        channels, ids, times = zip(*sent, strict=True)
         await pool.execute(
-            f"update {self.s}inbox set status = 'done', done_at = $3 where channel = $1 and message_id = $2",
-            channel, message_id, now,
+            f"update {self.s}inbox i set status = 'done', done_at = m.at"
+            " from unnest($1::text[], $2::text[], $3::timestamptz[]) as m (channel, message_id, at)"
+            " where i.channel = m.channel and i.message_id = m.message_id",
+            list(channels), list(ids), list(times),
         )  # fmt: skip
 
     async def open_inbox(self) -> list[InboxItem]:

@@ -285,11 +285,17 @@ class SQLiteDatabase:
             self._db.execute("rollback")
             raise
 
-    async def finish_inbox(self, channel: str, message_id: str, now: datetime) -> None:
-        self._db.execute(
-            "update inbox set status = 'done', done_at = ? where channel = ? and message_id = ?",
-            (_ts(now), channel, message_id),
-        )
+    async def finish_inbox(self, sent: Sequence[tuple[str, str, datetime]]) -> None:
+        self._db.execute("begin")
+        try:
+            self._db.executemany(
+                "update inbox set status = 'done', done_at = ? where channel = ? and message_id = ?",
+                [(_ts(at), channel, message_id) for channel, message_id, at in sent],
+            )
+            self._db.execute("commit")
+        except BaseException:
+            self._db.execute("rollback")
+            raise
 
     async def open_inbox(self) -> list[InboxItem]:
         rows = self._db.execute(

@@ -329,8 +329,9 @@ class SupabaseDatabase:
         if exchange is not None:
             await self.add_turns(exchange.user_key, exchange.turns, exchange.at)
 
-    async def finish_inbox(self, channel: str, message_id: str, now: datetime) -> None:
-        await self._update_inbox("finish_inbox", channel, message_id, {"status": "done", "done_at": now.isoformat()})
+    async def finish_inbox(self, sent: Sequence[tuple[str, str, datetime]]) -> None:
+        for channel, message_id, at in sent:  # a request each: the REST API updates by one filter
+            await self._update_inbox("finish_inbox", channel, message_id, {"status": "done", "done_at": at.isoformat()})
 
     async def _update_inbox(self, what: str, channel: str, message_id: str, values: dict[str, Any]) -> None:
         from postgrest.types import ReturnMethod

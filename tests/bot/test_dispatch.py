@@ -101,6 +101,7 @@ async def test_replies_are_stored_before_they_are_sent_and_done_only_after(make_
     await dispatcher.run(inbound)
     [[item]] = seen
     assert item.message_id == "m-1" and item.replies and item.replies[0].startswith("[simulated]")
+    await dispatcher.marks_written()
     assert await db.open_inbox() == []
 
 
@@ -143,10 +144,49 @@ async def test_a_claimed_message_reads_its_conversation_with_the_claim_and_store
         inbound = Inbound("console", "a", "a", f"m-{i}", f"question number {i}")
         assert await dispatcher.claim(inbound)
         await dispatcher.run(inbound)
+        await dispatcher.marks_written()
     assert spy.calls == ["claim_inbox_reading", "answer_inbox", "finish_inbox"] * 3
     conv = await db.conversation("console:a")
     assert [t.content for t in conv.turns if t.role == "user"] == [f"question number {i}" for i in range(3)]
     assert len(conv.turns) == 6 and [m for m, _ in replier.sent] == ["m-0", "m-1", "m-2"]
+
+
+async def test_done_marks_are_written_off_the_messages_path_together_and_retried(make_bot: Any) -> None:
+    bot: Bot = await make_bot()
+    db = bot.deps.db
+    written: list[list[str]] = []
+    gate = asyncio.Event()
+    finish = db.finish_inbox
+    failures = 1
+
+    async def held(sent: Sequence[Any]) -> None:
+        nonlocal failures
+        await gate.wait()  # a slow database
+        if failures:
+            failures -= 1
+            raise ConnectionError("database down")
+        written.append([mid for _, mid, _ in sent])
+        await finish(sent)
+
+    db.finish_inbox = held
+    replier = Recording()
+    dispatcher = Dispatcher(bot.pipeline, {"console": replier})
+    for i in range(3):
+        inbound = Inbound("console", str(i), str(i), f"m-{i}", f"question number {i}")
+        assert await dispatcher.claim(inbound)
+        await asyncio.wait_for(dispatcher.run(inbound), 5)  # the reply is out: no wait on the mark
+    assert [m for m, _ in replier.sent] == ["m-0", "m-1", "m-2"]
+    assert len(await db.open_inbox()) == 3
+    bot.clock.advance(seconds=61)  # the leases ran out while the marks waited
+    assert await dispatcher.resume() == 3
+    await asyncio.sleep(0.01)
+    assert len(replier.sent) == 3  # this process knows they were sent: none again
+    gate.set()
+    await asyncio.wait_for(dispatcher.marks_written(), 5)
+    # The first write failed (with m-0 alone), its retry took m-0 and the two queued meanwhile.
+    assert written == [["m-0", "m-1", "m-2"]] and dispatcher.mark_failures == 0
+    assert await db.open_inbox() == []
+    assert await dispatcher.drain(5) == 0 and len(replier.sent) == 3
 
 
 async def test_a_conversation_read_before_another_message_of_the_user_finished_is_read_again(

@@ -115,10 +115,18 @@ async def test_inbox_claims_each_message_once(db: Database) -> None:
     assert await db.claim_inbox("telegram", "42", "telegram:1", {"text": "hi"}, T0) is False
     assert await db.claim_inbox("whatsapp", "42", "whatsapp:+1", {"text": "hi"}, T0) is True
     await db.answer_inbox("whatsapp", "42", ["hello", "there"])
-    await db.finish_inbox("telegram", "42", T0)
+    await db.finish_inbox([("telegram", "42", T0)])
     assert await db.open_inbox() == [InboxItem("whatsapp", "42", {"text": "hi"}, ["hello", "there"])]
-    await db.finish_inbox("whatsapp", "42", T0)
+    await db.finish_inbox([("whatsapp", "42", T0)])
     assert await db.open_inbox() == []
+
+
+async def test_messages_are_marked_done_together(db: Database) -> None:
+    for channel, mid in [("telegram", "1"), ("telegram", "2"), ("whatsapp", "1")]:
+        assert await db.claim_inbox(channel, mid, f"{channel}:u", {"text": "hi"}, T0)
+    await db.finish_inbox([])  # nothing to mark: no error
+    await db.finish_inbox([("telegram", "1", T0), ("whatsapp", "1", T0 + timedelta(seconds=1)), ("telegram", "9", T0)])
+    assert [(i.channel, i.message_id) for i in await db.open_inbox()] == [("telegram", "2")]
 
 
 async def test_a_claim_reads_the_conversation_in_the_same_step(db: Database) -> None:
@@ -189,7 +197,7 @@ async def test_channel_fees_count_once_and_sum_exactly(db: Database) -> None:
 async def test_leases_give_each_open_message_to_one_owner(db: Database) -> None:
     for i in range(4):
         assert await db.claim_inbox("telegram", str(i), "telegram:1", {"i": i}, T0, lease_s=60)
-    await db.finish_inbox("telegram", "3", T0)
+    await db.finish_inbox([("telegram", "3", T0)])
     assert await db.lease_open(T0 + timedelta(seconds=59), lease_s=60) == []  # all still leased
     await db.renew_lease("telegram", "0", T0 + timedelta(seconds=50), lease_s=60)  # its owner is alive
     taken = await db.lease_open(T0 + timedelta(seconds=61), lease_s=60)
@@ -311,7 +319,7 @@ async def test_each_hot_path_call_is_one_round_trip_on_a_direct_connection(
         await db.fold("u", [t.id for t in conv.turns[:2]], (f"s{i}", 1, 1), T0)
         exchange = Exchange("u", (("user", f"q{i}", 1, 1), ("assistant", f"a{i}", 1, 1)), T0)
         await db.answer_inbox("telegram", str(i), [f"a{i}"], exchange)
-        await db.finish_inbox("telegram", str(i), T0)
+        await db.finish_inbox([("telegram", str(i), T0)])
 
     await message(0)  # each statement is prepared once per connection, then cached
     tally.begin(1)

@@ -258,7 +258,7 @@ async def test_each_method_sends_exactly_these_requests(
     assert await store.lease_open(T0 + timedelta(seconds=91), lease_s=60, limit=10) == [
         InboxItem("telegram", "42", {"text": "hi"}, ["hello"])
     ]
-    await store.finish_inbox("telegram", "42", T0)
+    await store.finish_inbox([("telegram", "42", T0)])
     assert await store.open_inbox() == []
 
     iso = ISO0
