@@ -89,10 +89,12 @@ class Dispatcher:
         self._read.setdefault(inbound.user_key, {})[(inbound.channel, inbound.message_id)] = conversation
         return True
 
-    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``work`` in the background, tracked for ``drain``."""
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def run(self, inbound: Inbound, replies: list[str] | None = None) -> None:
         """Answer a claimed message (or re-send its stored replies) and mark it done."""
@@ -142,9 +144,7 @@ class Dispatcher:
         replies after the restart, as a crash between the send and the write always could."""
         self._marks[key] = self.pipeline.deps.clock()
         if self._marking is None:
-            self._marking = asyncio.create_task(self._write_marks())
-            self._tasks.add(self._marking)
-            self._marking.add_done_callback(self._tasks.discard)
+            self._marking = self.spawn(self._write_marks())
 
     async def _write_marks(self) -> None:
         """Write every waiting done mark in one call, until none waits; retried with a growing
