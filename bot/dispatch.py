@@ -4,7 +4,9 @@ A message is stored in the inbox before its webhook is acknowledged, leased to t
 took it; its replies are stored once computed (so a failure after the LLM call never pays twice)
 and it is marked done once they were sent. The lease is renewed while the message is worked on.
 A message whose lease ran out (its process died, or a store failed mid-way) is taken over, by
-one process only, at start-up and by a periodic sweep.
+one process only, at start-up and by a periodic sweep. Each taking moves the message's lease epoch
+on; its owner's writes name the epoch it holds, so a process that lost the message while still
+working on it (cut off from the database for longer than the lease) stores and sends nothing.
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ class Dispatcher:
         self._marks: dict[tuple[str, str], datetime] = {}
         self._marking: asyncio.Task[None] | None = None
         self.mark_failures = 0
+        # The lease epoch this process holds of each message its sweep took over (a claimed one
+        # is at 0): named in the writes, which another process's taking fences off.
+        self._epochs: dict[tuple[str, str], int] = {}
+        self.taken_over = 0  # messages another process took from this one while it worked on them
 
     @property
     def db(self) -> Any:
@@ -118,8 +124,12 @@ class Dispatcher:
                 replies = self._answered[key] = turn.replies
                 self._unstored[key] = turn.exchange
             if key in self._unstored:
-                # The replies before they are sent, and the exchange with them, in one write.
-                await deps.db.answer_inbox(inbound.channel, inbound.message_id, replies, self._unstored[key])
+                # The replies before they are sent, and the exchange with them, in one write: refused
+                # if another process took the message over meanwhile; it answers and sends.
+                epoch = self._epochs.get(key, 0)
+                if not await deps.db.answer_inbox(*key, replies, self._unstored[key], epoch):
+                    self._taken_over(key)
+                    return
                 del self._unstored[key]
             if replies and key not in self._sent:
                 await replier.send(inbound, replies)
@@ -135,6 +145,14 @@ class Dispatcher:
             renewing.cancel()
             if key not in self._marks:  # else it is worked on until its mark is written
                 self._working.discard(key)
+
+    def _taken_over(self, key: tuple[str, str]) -> None:
+        """Forget a message another process took over: its answer here was paid for (the ledger
+        has the row), but only the new owner's replies are stored and sent."""
+        self.taken_over += 1
+        log.warning("message %s:%s was taken over by another process after its lease ran out; not sent here", *key)
+        for held in (self._answered, self._unstored, self._epochs):
+            held.pop(key, None)
 
     def _mark_done(self, key: tuple[str, str]) -> None:
         """Queue the done mark of a message whose replies were sent. The reply is out: nothing
@@ -166,6 +184,7 @@ class Dispatcher:
                     self._answered.pop(key, None)
                     self._sent.discard(key)
                     self._working.discard(key)
+                    self._epochs.pop(key, None)
         finally:
             self._marking = None
 
@@ -186,12 +205,15 @@ class Dispatcher:
             self._read.pop(turn.user, None)  # read before the fold: stale now
 
     async def _renew(self, inbound: Inbound) -> None:
-        """Hold the lease while the message is worked on, so no other process takes it over."""
+        """Hold the lease while the message is worked on, so no other process takes it over;
+        stop once another did (the answer's write then tells the run)."""
         deps = self.pipeline.deps
+        key = (inbound.channel, inbound.message_id)
         while True:
             await asyncio.sleep(self.lease_s / 3)
             with contextlib.suppress(Exception):
-                await deps.db.renew_lease(inbound.channel, inbound.message_id, deps.clock(), self.lease_s)
+                if not await deps.db.renew_lease(*key, deps.clock(), self.lease_s, self._epochs.get(key, 0)):
+                    return
 
     async def resume(self) -> int:
         """Take over messages whose lease ran out: re-run those with no answer yet, re-send those
@@ -201,6 +223,9 @@ class Dispatcher:
         for item in items:
             if item.channel not in self.repliers:
                 continue
+            # Taken at a new epoch: a run of it still going here (its lease ran out under it)
+            # writes with this one, and the process it was taken from is fenced off.
+            self._epochs[(item.channel, item.message_id)] = item.epoch
             p = item.payload
             inbound = Inbound(
                 item.channel, p["chat_id"], p["user_id"], item.message_id, p["text"], p.get("kind", "text")

@@ -123,12 +123,15 @@ class ResourceUse:
 @dataclass(frozen=True, slots=True)
 class InboxItem:
     """An inbound message not yet done: ``replies`` is set once they were computed (status
-    answered), so a restart sends them without running the message again."""
+    answered), so a restart sends them without running the message again. ``epoch`` counts the
+    times its lease was taken over (0 as claimed): the owner names it in its writes, so a process
+    whose lease ran out and was taken cannot store the message's replies or send them."""
 
     channel: str
     message_id: str
     payload: dict[str, Any]
     replies: list[str] | None
+    epoch: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,20 +93,25 @@ class Database(Protocol):
         conversation (the message's next read); None if that platform message was seen before."""
         ...
 
-    async def renew_lease(self, channel: str, message_id: str, now: datetime, lease_s: float) -> None:
-        """Keep owning a message that is still being worked on."""
+    async def renew_lease(self, channel: str, message_id: str, now: datetime, lease_s: float, epoch: int = 0) -> bool:
+        """Keep owning a message that is still being worked on; False if it is no longer the
+        caller's (taken over at another ``epoch``, or done)."""
         ...
 
     async def lease_open(self, now: datetime, lease_s: float, limit: int = 100) -> list[InboxItem]:
         """Take, atomically, the messages not done whose lease ran out (their owner died or
-        failed): nobody else gets them until the new lease runs out."""
+        failed): nobody else gets them until the new lease runs out. Each taking moves the
+        message's ``epoch`` on by one, which fences off the owner it was taken from."""
         ...
 
     async def answer_inbox(
-        self, channel: str, message_id: str, replies: Sequence[str], exchange: Exchange | None = None
-    ) -> None:
+        self, channel: str, message_id: str, replies: Sequence[str], exchange: Exchange | None = None, epoch: int = 0
+    ) -> bool:
         """Keep the computed replies before they are sent (status answered) and, all or nothing
-        with them, the exchange's turns (``add_turns``)."""
+        with them, the exchange's turns (``add_turns``), if the message is still the caller's
+        (its ``epoch`` unchanged); True once they are stored (a retry of a stored answer stores
+        nothing twice), False if another process took the message over: then neither is stored,
+        and the caller must not send."""
         ...
 
     async def finish_inbox(self, sent: Sequence[tuple[str, str, datetime]]) -> None:

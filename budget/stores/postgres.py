@@ -108,10 +108,22 @@ class PostgresDatabase:
         # The per-message writes' statements, built once: add_turns alone, and answer_inbox with
         # and without the exchange's turns riding along.
         self._add_turns_sql = self._insert_turns(1)
-        self._answer_sql = (
-            f"update {self.s}inbox set status = 'answered', reply = $3::jsonb where channel = $1 and message_id = $2"
+        # The replies are stored, and the turns with them, only by the message's owner (its lease's
+        # epoch) and only once: a retry of a stored answer (its commit's reply was lost) adds no
+        # turn twice. The select reads the inbox as it was before the update: stored now, or before
+        # by this owner, is True; taken over is False.
+        stored = (
+            f"with stored as (update {self.s}inbox set status = 'answered', reply = $3::jsonb"
+            " where channel = $1 and message_id = $2 and lease_epoch = $4 and status = 'pending' returning 1)"
         )
-        self._answer_with_turns_sql = f"with added as ({self._insert_turns(4)}) {self._answer_sql}"
+        mine = (
+            f" select exists (select from stored) or exists (select from {self.s}inbox"
+            " where channel = $1 and message_id = $2 and lease_epoch = $4 and status <> 'pending')"
+        )
+        self._answer_sql = stored + mine
+        self._answer_with_turns_sql = (
+            f"{stored}, added as ({self._insert_turns(5, only_if='exists (select from stored)')}){mine}"
+        )
         self._min, self._max = min_size, max_size
         self._pool: Any = None
 
@@ -241,16 +253,16 @@ class PostgresDatabase:
         )
         return _conversation(rows)
 
-    def _insert_turns(self, first: int) -> str:
+    def _insert_turns(self, first: int, only_if: str = "true") -> str:
         """The insert of ``add_turns`` with its parameters numbered from ``first`` (user key,
-        roles, contents, tokens, sizes, time), for use alone or in a larger statement; built once,
-        in ``__init__``."""
+        roles, contents, tokens, sizes, time), for use alone or in a larger statement (where
+        ``only_if`` holds); built once, in ``__init__``."""
         a, r, c, t, z, w = (f"${first + i}" for i in range(6))
         return (
             f"insert into {self.s}messages (user_key, role, content, tokens, size, created_at)"
             f" select {a}, t.role, t.content, t.tokens, t.size, {w}"
             f" from unnest({r}::text[], {c}::text[], {t}::integer[], {z}::integer[]) with ordinality"
-            " as t(role, content, tokens, size, n) order by t.n returning id"
+            f" as t(role, content, tokens, size, n) where {only_if} order by t.n returning id"
         )
 
     async def add_turns(
@@ -325,45 +337,49 @@ class PostgresDatabase:
         )  # fmt: skip
         return _conversation(rows[1:]) if rows else None
 
-    async def renew_lease(self, channel: str, message_id: str, now: datetime, lease_s: float) -> None:
+    async def renew_lease(self, channel: str, message_id: str, now: datetime, lease_s: float, epoch: int = 0) -> bool:
         pool = await self._conn_pool()
-        await pool.execute(
-            f"update {self.s}inbox set lease_until = $3 where channel = $1 and message_id = $2 and status <> 'done'",
-            channel, message_id, now + timedelta(seconds=lease_s),
+        status = await pool.execute(
+            f"update {self.s}inbox set lease_until = $3"
+            " where channel = $1 and message_id = $2 and lease_epoch = $4 and status <> 'done'",
+            channel, message_id, now + timedelta(seconds=lease_s), epoch,
         )  # fmt: skip
+        return bool(status == "UPDATE 1")
 
     async def lease_open(self, now: datetime, lease_s: float, limit: int = 100) -> list[InboxItem]:
         pool = await self._conn_pool()
         # skip locked: several processes sweeping at once each take different messages.
         rows = await pool.fetch(
-            f"update {self.s}inbox i set lease_until = $2 from ("
+            f"update {self.s}inbox i set lease_until = $2, lease_epoch = i.lease_epoch + 1 from ("
             f" select channel, message_id from {self.s}inbox where status <> 'done'"
             "  and (lease_until is null or lease_until < $1) order by received_at limit $3 for update skip locked"
             ") o where i.channel = o.channel and i.message_id = o.message_id"
-            " returning i.channel, i.message_id, i.payload, i.reply, i.received_at",
+            " returning i.channel, i.message_id, i.payload, i.reply, i.received_at, i.lease_epoch",
             now, now + timedelta(seconds=lease_s), limit,
         )  # fmt: skip
         rows = sorted(rows, key=lambda r: r["received_at"])
         return [
             InboxItem(
-                r["channel"], r["message_id"], json.loads(r["payload"]), json.loads(r["reply"]) if r["reply"] else None
+                r["channel"], r["message_id"], json.loads(r["payload"]), json.loads(r["reply"]) if r["reply"] else None,
+                r["lease_epoch"],
             )
             for r in rows
         ]
 
     async def answer_inbox(
-        self, channel: str, message_id: str, replies: Sequence[str], exchange: Exchange | None = None
-    ) -> None:
+        self, channel: str, message_id: str, replies: Sequence[str], exchange: Exchange | None = None, epoch: int = 0
+    ) -> bool:
         pool = await self._conn_pool()
         if exchange is None or not exchange.turns:
-            await pool.execute(self._answer_sql, channel, message_id, json.dumps(list(replies)))
-            return
+            return bool(await pool.fetchval(self._answer_sql, channel, message_id, json.dumps(list(replies)), epoch))
         # The turns ride in the same statement: the replies and the exchange are stored together
         # or not at all, in one round trip.
-        await pool.execute(
+        stored = await pool.fetchval(
             self._answer_with_turns_sql,
-            channel, message_id, json.dumps(list(replies)), exchange.user_key, *_columns(exchange.turns), exchange.at,
+            channel, message_id, json.dumps(list(replies)), epoch, exchange.user_key, *_columns(exchange.turns),
+            exchange.at,
         )  # fmt: skip
+        return bool(stored)
 
     async def finish_inbox(self, sent: Sequence[tuple[str, str, datetime]]) -> None:
         if not sent:

@@ -70,6 +70,9 @@ class SQLiteDatabase:
     async def migrate(self) -> None:
         schema = resources.files("budget.stores").joinpath("sqlite_schema.sql").read_text()
         self._db.executescript(schema)
+        # A file made before the inbox's leases were fenced (Postgres: 20261124000000_lease_epoch).
+        if "lease_epoch" not in {row[1] for row in self._db.execute("pragma table_info(inbox)")}:
+            self._db.execute("alter table inbox add column lease_epoch integer not null default 0")
 
     async def record(self, rows: Sequence[AIRequest]) -> None:
         self._db.executemany(
@@ -245,45 +248,53 @@ class SQLiteDatabase:
         # In process, no round trip to save: the claim, then the read.
         return await claim_then_read(self, channel, message_id, user_key, payload, now, lease_s)
 
-    async def renew_lease(self, channel: str, message_id: str, now: datetime, lease_s: float) -> None:
-        self._db.execute(
-            "update inbox set lease_until = ? where channel = ? and message_id = ? and status <> 'done'",
-            (_ts(now + timedelta(seconds=lease_s)), channel, message_id),
+    async def renew_lease(self, channel: str, message_id: str, now: datetime, lease_s: float, epoch: int = 0) -> bool:
+        cur = self._db.execute(
+            "update inbox set lease_until = ?"
+            " where channel = ? and message_id = ? and lease_epoch = ? and status <> 'done'",
+            (_ts(now + timedelta(seconds=lease_s)), channel, message_id, epoch),
         )
+        return cur.rowcount == 1
 
     async def lease_open(self, now: datetime, lease_s: float, limit: int = 100) -> list[InboxItem]:
         self._db.execute("begin immediate")  # one writer at a time: the select and update are one step
         try:
             rows = self._db.execute(
-                "select channel, message_id, payload, reply from inbox where status <> 'done'"
+                "select channel, message_id, payload, reply, lease_epoch + 1 from inbox where status <> 'done'"
                 " and (lease_until is null or lease_until < ?) order by received_at limit ?",
                 (_ts(now), limit),
             ).fetchall()
             self._db.executemany(
-                "update inbox set lease_until = ? where channel = ? and message_id = ?",
-                [(_ts(now + timedelta(seconds=lease_s)), c, m) for c, m, _, _ in rows],
+                "update inbox set lease_until = ?, lease_epoch = ? where channel = ? and message_id = ?",
+                [(_ts(now + timedelta(seconds=lease_s)), e, c, m) for c, m, _, _, e in rows],
             )
             self._db.execute("commit")
         except BaseException:
             self._db.execute("rollback")
             raise
-        return [InboxItem(c, m, json.loads(p), json.loads(r) if r else None) for c, m, p, r in rows]
+        return [InboxItem(c, m, json.loads(p), json.loads(r) if r else None, e) for c, m, p, r, e in rows]
 
     async def answer_inbox(
-        self, channel: str, message_id: str, replies: Sequence[str], exchange: Exchange | None = None
-    ) -> None:
-        self._db.execute("begin")
+        self, channel: str, message_id: str, replies: Sequence[str], exchange: Exchange | None = None, epoch: int = 0
+    ) -> bool:
+        self._db.execute("begin immediate")
         try:
-            if exchange is not None:
-                self._insert_turns(exchange.user_key, exchange.turns, exchange.at)
-            self._db.execute(
-                "update inbox set status = 'answered', reply = ? where channel = ? and message_id = ?",
-                (json.dumps(list(replies)), channel, message_id),
-            )
+            held = self._db.execute(
+                "select status from inbox where channel = ? and message_id = ? and lease_epoch = ?",
+                (channel, message_id, epoch),
+            ).fetchone()
+            if held is not None and held[0] == "pending":  # else taken over, or stored before by this owner
+                if exchange is not None:
+                    self._insert_turns(exchange.user_key, exchange.turns, exchange.at)
+                self._db.execute(
+                    "update inbox set status = 'answered', reply = ? where channel = ? and message_id = ?",
+                    (json.dumps(list(replies)), channel, message_id),
+                )
             self._db.execute("commit")
         except BaseException:
             self._db.execute("rollback")
             raise
+        return held is not None
 
     async def finish_inbox(self, sent: Sequence[tuple[str, str, datetime]]) -> None:
         self._db.execute("begin")

@@ -32,6 +32,7 @@ create table if not exists inbox (
     status      text not null default 'pending',
     reply       text,
     lease_until text,
+    lease_epoch integer not null default 0,
     received_at text not null,
     done_at     text,
     primary key (channel, message_id)

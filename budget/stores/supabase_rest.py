@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from supabase import AsyncClient
 
 # The newest migration whose functions this store calls (pennybot_schema_version() returns it).
-SCHEMA_VERSION = 20261123000500
+SCHEMA_VERSION = 20261124000000
 # Supabase caps every read at the project's "Max rows" (1000 unless changed): pages stay within it.
 PAGE_SIZE = 1000
 _AI_SELECT = (
@@ -264,8 +264,8 @@ class SupabaseDatabase:
     ) -> list[StoredTurn]:
         if not turns:
             return []
-        body = [{"role": r, "content": c, "tokens": t, "size": s} for r, c, t, s in turns]
-        ids = await self._rpc("pennybot_add_turns", {"p_user_key": user_key, "p_turns": body, "p_now": now.isoformat()})
+        params = {"p_user_key": user_key, "p_turns": _turn_rows(turns), "p_now": now.isoformat()}
+        ids = await self._rpc("pennybot_add_turns", params)
         return [StoredTurn(int(i), r, c, t, s) for i, (r, c, t, s) in zip(ids, turns, strict=True)]
 
     async def fold(
@@ -306,28 +306,35 @@ class SupabaseDatabase:
         # more than the round trip it would save).
         return await claim_then_read(self, channel, message_id, user_key, payload, now, lease_s)
 
-    async def renew_lease(self, channel: str, message_id: str, now: datetime, lease_s: float) -> None:
-        from postgrest.types import ReturnMethod
+    async def renew_lease(self, channel: str, message_id: str, now: datetime, lease_s: float, epoch: int = 0) -> bool:
+        from postgrest.types import CountMethod, ReturnMethod
 
         until = (now + timedelta(seconds=lease_s)).isoformat()
-        query = self._table("inbox").update({"lease_until": until}, returning=ReturnMethod.minimal)
-        await self._run("renew_lease", query.eq("channel", channel).eq("message_id", message_id).neq("status", "done"))
+        query = self._table("inbox").update(
+            {"lease_until": until}, count=CountMethod.exact, returning=ReturnMethod.minimal
+        ).eq("channel", channel).eq("message_id", message_id)
+        query = query.eq("lease_epoch", epoch).neq("status", "done")
+        return bool((await self._run("renew_lease", query)).count == 1)
 
     async def lease_open(self, now: datetime, lease_s: float, limit: int = 100) -> list[InboxItem]:
         params = {
             "p_now": now.isoformat(), "p_lease_until": (now + timedelta(seconds=lease_s)).isoformat(), "p_limit": limit,
         }  # fmt: skip
         rows = await self._rpc("pennybot_lease_open", params)
-        return [InboxItem(r["channel"], r["message_id"], r["payload"], r["reply"]) for r in rows]
+        return [InboxItem(r["channel"], r["message_id"], r["payload"], r["reply"], r["lease_epoch"]) for r in rows]
 
     async def answer_inbox(
-        self, channel: str, message_id: str, replies: Sequence[str], exchange: Exchange | None = None
-    ) -> None:
-        # Two requests, the replies first (the update can be repeated): if the turns' request
-        # fails, the caller's retry stores the replies again and the turns once.
-        await self._update_inbox("answer_inbox", channel, message_id, {"status": "answered", "reply": list(replies)})
-        if exchange is not None:
-            await self.add_turns(exchange.user_key, exchange.turns, exchange.at)
+        self, channel: str, message_id: str, replies: Sequence[str], exchange: Exchange | None = None, epoch: int = 0
+    ) -> bool:
+        # One function: the replies and the turns are stored together, by the message's owner only.
+        params: dict[str, Any] = {
+            "p_channel": channel, "p_message_id": message_id, "p_epoch": epoch, "p_reply": list(replies),
+            "p_user_key": None, "p_turns": None, "p_now": None,
+        }  # fmt: skip
+        if exchange is not None and exchange.turns:
+            turns = _turn_rows(exchange.turns)
+            params |= {"p_user_key": exchange.user_key, "p_turns": turns, "p_now": exchange.at.isoformat()}
+        return await self._rpc("pennybot_answer_inbox", params) is True
 
     async def finish_inbox(self, sent: Sequence[tuple[str, str, datetime]]) -> None:
         for channel, message_id, at in sent:  # a request each: the REST API updates by one filter
@@ -457,3 +464,8 @@ def _ai_request(row: dict[str, Any]) -> AIRequest:
 
 def _stored_turn(row: Mapping[str, Any]) -> StoredTurn:
     return StoredTurn(row["id"], row["role"], row["content"], row["tokens"], row["size"])
+
+
+def _turn_rows(turns: Sequence[tuple[str, str, int, int]]) -> list[dict[str, Any]]:
+    """(role, content, tokens, size) turns as the SQL functions take them."""
+    return [{"role": r, "content": c, "tokens": t, "size": z} for r, c, t, z in turns]

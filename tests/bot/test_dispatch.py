@@ -2,12 +2,17 @@
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from bot.dispatch import Dispatcher
 from bot.turn import Inbound
+from tests.budget.test_schema import drop as drop_schema
 from tests.conftest import Bot
 
 
@@ -80,6 +85,47 @@ async def test_a_message_whose_lease_ran_out_while_this_process_works_on_it_is_n
     rows = await bot.deps.db.requests(now - timedelta(days=1), now + timedelta(days=1))
     assert [r.message_id for r in rows] == ["busy"]
     assert await bot.deps.db.open_inbox() == []
+
+
+@pytest.fixture(params=["memory", "postgresql"])
+def inbox_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    if request.param == "memory":
+        yield "memory://"
+        return
+    dsn, schema = request.getfixturevalue("pg_dsn"), f"pb_{uuid.uuid4().hex[:10]}"
+    yield f"{dsn}?schema={schema}"
+    drop_schema(dsn, schema)
+
+
+async def test_a_message_taken_over_by_another_process_is_answered_and_sent_by_the_new_owner_only(
+    make_bot: Any, inbox_url: str, tmp_path: Path
+) -> None:
+    # Process A was cut off from the database for longer than the lease while its model call ran;
+    # process B's sweep took the message over and ran it too. Both calls were paid (the ledger
+    # shows both), but only B's replies are stored and sent, and the conversation gets one exchange.
+    bot: Bot = await make_bot(database_url=inbox_url, outbox_path=tmp_path / "ob.db", simulated_latency_ms=300)
+    replier_a, replier_b = Recording(), Recording()
+    a = Dispatcher(bot.pipeline, {"console": replier_a})
+    b = Dispatcher(bot.pipeline, {"console": replier_b})  # the same stores: another process
+    inbound = Inbound("console", "u", "u", "m-1", "a question that takes a while")
+    assert await a.claim(inbound)
+    a.spawn(a.run(inbound))
+    await asyncio.sleep(0.05)  # A's model call is under way
+    bot.clock.advance(seconds=61)  # INBOX_LEASE_S=60 ran out, unrenewed
+    assert await b.resume() == 1
+    assert await a.drain(5) == 0 and await b.drain(5) == 0
+    assert replier_a.sent == [] and a.taken_over == 1
+    assert [m for m, _ in replier_b.sent] == ["m-1"] and b.taken_over == 0
+    turns = (await bot.deps.db.conversation("console:u")).turns
+    assert [(t.role, t.content) for t in turns] == [
+        ("user", "a question that takes a while"), ("assistant", replier_b.sent[0][1][0])
+    ]  # fmt: skip
+    now = bot.clock.now
+    await bot.deps.recorder.flush()
+    rows = await bot.deps.db.requests(now - timedelta(days=1), now + timedelta(days=1))
+    assert [r.message_id for r in rows] == ["m-1", "m-1"]
+    assert await bot.deps.db.open_inbox() == []
+    assert a._epochs == {} and b._epochs == {} and a._answered == {} and b._answered == {}
 
 
 async def test_replies_are_stored_before_they_are_sent_and_done_only_after(make_bot: Any) -> None:

@@ -150,15 +150,20 @@ async def test_the_replies_and_the_exchange_are_stored_in_one_step(db: Database)
     assert await db.claim_inbox("telegram", "42", "telegram:1", {"text": "q"}, T0)
     await db.add_turns("telegram:1", [("user", "before", 1, 1)], T0)
     exchange = Exchange("telegram:1", (("user", "q", 1, 1), ("assistant", "a", 2, 1)), T0)
-    await db.answer_inbox("telegram", "42", ["a"], exchange)
+    assert await db.answer_inbox("telegram", "42", ["a"], exchange) is True
     assert await db.open_inbox() == [InboxItem("telegram", "42", {"text": "q"}, ["a"])]
     conv = await db.conversation("telegram:1")
     assert [(t.role, t.content, t.tokens) for t in conv.turns] == [
         ("user", "before", 1), ("user", "q", 1), ("assistant", "a", 2)
     ]  # fmt: skip
     assert conv.turns[0].id < conv.turns[1].id < conv.turns[2].id
-    await db.answer_inbox("telegram", "42", ["again"], None)  # no exchange: the replies alone
-    assert (await db.open_inbox())[0].replies == ["again"]
+    # Written again (its commit's reply was lost, so the dispatcher retries): stored, nothing twice.
+    assert await db.answer_inbox("telegram", "42", ["a"], exchange) is True
+    assert await db.open_inbox() == [InboxItem("telegram", "42", {"text": "q"}, ["a"])]
+    assert len((await db.conversation("telegram:1")).turns) == 3
+    assert await db.claim_inbox("telegram", "43", "telegram:1", {"text": "q2"}, T0)
+    assert await db.answer_inbox("telegram", "43", ["b"], None) is True  # no exchange: the replies alone
+    assert (await db.open_inbox())[1].replies == ["b"]
     assert len((await db.conversation("telegram:1")).turns) == 3
 
 
@@ -167,15 +172,61 @@ async def test_a_refused_exchange_is_stored_once_when_the_answer_is_written_agai
     bad = Exchange("telegram:1", (("user", "q", 1, 1), ("assistant", None, 1, 1)), T0)  # type: ignore[arg-type]
     with pytest.raises(Exception, match=r"(?i)null"):
         await db.answer_inbox("telegram", "42", ["a"], bad)
-    # One statement (Postgres) or transaction (SQLite): nothing stored. Over REST, two requests,
-    # the replies first: they are kept, the turns are not.
-    stored = ["a"] if isinstance(db, SupabaseDatabase) else None
-    assert await db.open_inbox() == [InboxItem("telegram", "42", {"text": "q"}, stored)]
+    # One statement (Postgres), transaction (SQLite) or SQL function (REST): nothing stored.
+    assert await db.open_inbox() == [InboxItem("telegram", "42", {"text": "q"}, None)]
     assert (await db.conversation("telegram:1")).turns == []
     good = Exchange("telegram:1", (("user", "q", 1, 1), ("assistant", "a", 1, 1)), T0)
-    await db.answer_inbox("telegram", "42", ["a"], good)  # the dispatcher's retry
+    assert await db.answer_inbox("telegram", "42", ["a"], good) is True  # the dispatcher's retry
     assert [t.content for t in (await db.conversation("telegram:1")).turns] == ["q", "a"]
     assert await db.open_inbox() == [InboxItem("telegram", "42", {"text": "q"}, ["a"])]
+
+
+async def test_a_message_taken_over_fences_off_its_old_owner(db: Database) -> None:
+    # Process A claimed it (epoch 0) and was cut off for longer than the lease; B's sweep takes it.
+    assert await db.claim_inbox("telegram", "42", "telegram:1", {"text": "q"}, T0, lease_s=60)
+    assert await db.renew_lease("telegram", "42", T0 + timedelta(seconds=10), lease_s=60) is True
+    [taken] = await db.lease_open(T0 + timedelta(seconds=71), lease_s=60)
+    assert taken == InboxItem("telegram", "42", {"text": "q"}, None, 1)
+    late = T0 + timedelta(seconds=80)
+    assert await db.renew_lease("telegram", "42", late, lease_s=60) is False  # A's renewal: not A's now
+    assert await db.renew_lease("telegram", "42", late, lease_s=60, epoch=1) is True
+    a = Exchange("telegram:1", (("user", "q", 1, 1), ("assistant", "from A", 2, 1)), T0)
+    assert await db.answer_inbox("telegram", "42", ["from A"], a) is False  # A must not send
+    assert await db.open_inbox() == [InboxItem("telegram", "42", {"text": "q"}, None)]
+    assert (await db.conversation("telegram:1")).turns == []
+    b = Exchange("telegram:1", (("user", "q", 1, 1), ("assistant", "from B", 2, 1)), T0)
+    assert await db.answer_inbox("telegram", "42", ["from B"], b, epoch=1) is True
+    assert await db.answer_inbox("telegram", "42", ["from A"], a) is False
+    assert await db.open_inbox() == [InboxItem("telegram", "42", {"text": "q"}, ["from B"])]
+    assert [t.content for t in (await db.conversation("telegram:1")).turns] == ["q", "from B"]
+    # B's lease runs out in turn (B died after storing): C takes it at epoch 2, with B's replies.
+    assert await db.lease_open(late + timedelta(seconds=59), lease_s=60) == []
+    assert await db.lease_open(late + timedelta(seconds=61), lease_s=60) == [
+        InboxItem("telegram", "42", {"text": "q"}, ["from B"], 2)
+    ]
+    assert await db.answer_inbox("telegram", "43", ["no such message"], None) is False
+    await db.finish_inbox([("telegram", "42", late)])
+    assert await db.renew_lease("telegram", "42", late, lease_s=60, epoch=2) is False  # done
+
+
+async def test_a_sqlite_file_from_before_the_fencing_gets_its_epoch_column(tmp_path: Path) -> None:
+    import sqlite3
+    from importlib import resources
+
+    schema = resources.files("budget.stores").joinpath("sqlite_schema.sql").read_text()
+    old = schema.replace("    lease_epoch integer not null default 0,\n", "")
+    assert old != schema
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        conn.executescript(old)
+        conn.execute(
+            "insert into inbox (channel, message_id, user_key, payload, received_at)"
+            " values ('telegram', '1', 'u', '{}', '2026-11-01T00:00:00+00:00')"
+        )
+    store = open_database(f"sqlite:///{tmp_path}/old.db")
+    await store.migrate()
+    await store.migrate()
+    assert await store.lease_open(T0, lease_s=60) == [InboxItem("telegram", "1", {}, None, 1)]
+    await store.aclose()
 
 
 async def test_users_upsert(db: Database) -> None:
@@ -329,8 +380,8 @@ async def test_each_hot_path_call_is_one_round_trip_on_a_direct_connection(
     # statement each), no reset query when the connection goes back to the pool. The claim reads
     # the conversation, the answer stores the exchange: three exchanges a message, four on a fold.
     assert sorted(label for _, label in counted.labels.elements()) == [
-        "bind_execute: update inbox", "bind_execute: with added", "bind_execute: with claimed",
-        "bind_execute: with folded",
+        "bind_execute: update inbox", "bind_execute: with claimed", "bind_execute: with folded",
+        "bind_execute: with stored",
     ]  # fmt: skip
     conv = await db.conversation("u")
     assert conv.summary is not None and conv.summary.content == "s1"

@@ -33,6 +33,8 @@ ISO0 = "2026-11-10T12:00:00+00:00"
 KEY = TEST_SERVICE_ROLE_KEY
 FUNCTIONS = [
     "pennybot_add_turns(p_user_key text, p_turns jsonb, p_now timestamp with time zone)",
+    "pennybot_answer_inbox(p_channel text, p_message_id text, p_epoch integer, p_reply jsonb, p_user_key text,"
+    " p_turns jsonb, p_now timestamp with time zone)",
     "pennybot_claim_inbox(p_channel text, p_message_id text, p_user_key text, p_payload jsonb,"
     " p_now timestamp with time zone, p_lease_until timestamp with time zone)",
     "pennybot_fees(p_start timestamp with time zone, p_end timestamp with time zone)",
@@ -213,11 +215,26 @@ def test_lease_open_takes_expired_messages_oldest_first(conn: psycopg.Connection
     assert conn.execute(take, (T0 + timedelta(seconds=5), T0 + timedelta(seconds=65), 10)).fetchone() == ([],)
     (taken,) = conn.execute(take, (T0 + timedelta(seconds=30), T0 + timedelta(seconds=90), 2)).fetchone()  # type: ignore[misc]
     assert taken == [
-        {"channel": "telegram", "message_id": "1", "payload": {"i": 1}, "reply": None},
-        {"channel": "telegram", "message_id": "2", "payload": {"i": 2}, "reply": ["r"]},
+        {"channel": "telegram", "message_id": "1", "payload": {"i": 1}, "reply": None, "lease_epoch": 1},
+        {"channel": "telegram", "message_id": "2", "payload": {"i": 2}, "reply": ["r"], "lease_epoch": 1},
     ]
     (rest,) = conn.execute(take, (T0 + timedelta(seconds=31), T0 + timedelta(seconds=91), 10)).fetchone()  # type: ignore[misc]
-    assert [t["message_id"] for t in rest] == ["0"]
+    assert [(t["message_id"], t["lease_epoch"]) for t in rest] == [("0", 1)]
+    (again,) = conn.execute(take, (T0 + timedelta(seconds=95), T0 + timedelta(seconds=155), 10)).fetchone()  # type: ignore[misc]
+    assert [(t["message_id"], t["lease_epoch"]) for t in again] == [("1", 2), ("2", 2), ("0", 2)]  # oldest first
+
+
+def test_answer_inbox_stores_once_and_only_for_the_epoch_held(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("select pennybot_claim_inbox('telegram', '1', 'u', '{}'::jsonb, %s, %s)", (T0, T0))
+    answer = "select pennybot_answer_inbox('telegram', '1', %s, %s::jsonb, 'u', %s::jsonb, %s)"
+    turns = json.dumps([{"role": "user", "content": "q", "tokens": 1, "size": 1}])
+    assert conn.execute(answer, (1, '["late"]', turns, T0)).fetchone() == (False,)  # not this epoch
+    assert conn.execute(answer, (0, '["a"]', turns, T0)).fetchone() == (True,)
+    assert conn.execute(answer, (0, '["a"]', turns, T0)).fetchone() == (True,)  # a retry: nothing twice
+    assert conn.execute("select status, reply from inbox").fetchall() == [("answered", ["a"])]
+    assert conn.execute("select content from messages").fetchall() == [("q",)]
+    no_turns = "select pennybot_answer_inbox('telegram', '2', 0, '[]'::jsonb, null, null, null)"
+    assert conn.execute(no_turns).fetchone() == (False,)  # no such message
 
 
 def test_upsert_user_keeps_created_at(conn: psycopg.Connection[Any]) -> None:
@@ -253,10 +270,10 @@ async def test_each_method_sends_exactly_these_requests(
     assert await store.conversation("u") == Conversation(summary, [turns[1]])
     assert await store.reset_conversation("u") == 3
     assert await store.claim_inbox("telegram", "42", "telegram:1", {"text": "hi"}, T0, lease_s=60) is True
-    await store.renew_lease("telegram", "42", T0 + timedelta(seconds=30), lease_s=60)
-    await store.answer_inbox("telegram", "42", ["hello"])
+    assert await store.renew_lease("telegram", "42", T0 + timedelta(seconds=30), lease_s=60) is True
+    assert await store.answer_inbox("telegram", "42", ["hello"]) is True
     assert await store.lease_open(T0 + timedelta(seconds=91), lease_s=60, limit=10) == [
-        InboxItem("telegram", "42", {"text": "hi"}, ["hello"])
+        InboxItem("telegram", "42", {"text": "hi"}, ["hello"], 1)
     ]
     await store.finish_inbox([("telegram", "42", T0)])
     assert await store.open_inbox() == []
@@ -343,12 +360,16 @@ async def test_each_method_sends_exactly_these_requests(
             },
         ),
         (
-            "PATCH", "inbox", [("channel", "eq.telegram"), ("message_id", "eq.42"), ("status", "neq.done")], minimal,
-            {"lease_until": "2026-11-10T12:01:30+00:00"},
+            "PATCH", "inbox",
+            [("channel", "eq.telegram"), ("message_id", "eq.42"), ("lease_epoch", "eq.0"), ("status", "neq.done")],
+            "return=minimal,count=exact", {"lease_until": "2026-11-10T12:01:30+00:00"},
         ),
         (
-            "PATCH", "inbox", [("channel", "eq.telegram"), ("message_id", "eq.42")], minimal,
-            {"status": "answered", "reply": ["hello"]},
+            "POST", "rpc/pennybot_answer_inbox", [], None,
+            {
+                "p_channel": "telegram", "p_message_id": "42", "p_epoch": 0, "p_reply": ["hello"], "p_user_key": None,
+                "p_turns": None, "p_now": None,
+            },
         ),
         (
             "POST", "rpc/pennybot_lease_open", [], None,
