@@ -118,7 +118,8 @@ async def _attempt(
     d = turn.deps
     started = time.perf_counter()
     try:
-        result = await d.router.provider(spec).complete(CompletionRequest(spec.model, [c.message for c in prompt], cap))
+        request = CompletionRequest(spec.model, [c.message for c in prompt], cap, cache_prompt=kind is Kind.ANSWER)
+        result = await d.router.provider(spec).complete(request)
     except ProviderError as error:
         cost = d.prices.cost(spec.model, error.usage)
         d.router.failed(spec, d.clock().timestamp(), error.retry_after)  # the bot's clock, as chain() reads it

@@ -87,6 +87,7 @@ def _providers(
                 base_url=settings.anthropic_base_url,
                 timeout_s=timeout,
                 max_retries=retries,
+                prompt_cache=settings.anthropic_prompt_cache,
             )
         elif name == "simulated":
             made[name] = SimulatedProvider(
@@ -94,6 +95,7 @@ def _providers(
                 count_text=counter.count_text,
                 latency_s=settings.simulated_latency_ms / 1000,
                 clock=lambda: clock().timestamp(),  # its prompt-prefix cache expires on the bot's clock
+                anthropic_cache=settings.anthropic_prompt_cache,
             )
         else:
             raise ValueError(f"MODEL_CATALOG names unknown provider {name!r} (openai, anthropic, simulated)")

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str | None = None
+    # Anthropic caches a prompt's prefix only where a request asks: "5m" or "1h" marks every prompt
+    # (reads of a repeated prefix bill at a tenth of the input price, writes at 1.25 or 2 times it),
+    # "off" never.
+    anthropic_prompt_cache: Literal["off", "5m", "1h"] = "5m"
     llm_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     llm_max_retries: Annotated[int, Field(ge=0, le=10)] = 1
     model_catalog: list[dict[str, Any]] | None = None

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import anthropic
-from anthropic.types import MessageParam, TextBlock
+from anthropic import Omit
+from anthropic.types import CacheControlEphemeralParam, MessageParam, TextBlock
 from anthropic.types import Usage as AnthropicUsage
 
 from providers._errors import provider_error
@@ -30,9 +33,16 @@ class AnthropicProvider:
         timeout_s: float = 30.0,
         max_retries: int = 1,
         name: str = "anthropic",
+        prompt_cache: Literal["off", "5m", "1h"] = "5m",
     ) -> None:
         self.name = name
         self._api_key = api_key
+        # The top-level breakpoint marks the prompt's last block: the whole prompt is written to
+        # the cache, and the next prompt of the conversation (this one, the reply and a new
+        # question) reads it back. pennybot's prompts only grow between folds, so they repeat.
+        self._cache: CacheControlEphemeralParam | Omit = (
+            anthropic.omit if prompt_cache == "off" else {"type": "ephemeral", "ttl": prompt_cache}
+        )
         self._client = anthropic.AsyncAnthropic(
             api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=max_retries
         )
@@ -61,6 +71,7 @@ class AnthropicProvider:
                 messages=messages,
                 system=system or anthropic.omit,
                 max_tokens=request.max_tokens,
+                cache_control=self._cache if request.cache_prompt else anthropic.omit,
             )
         except anthropic.APIError as exc:
             # `from None`: the SDK's error, whose text may hold the key, stays out of tracebacks.

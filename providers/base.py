@@ -41,12 +41,15 @@ class ChatMessage:
 
 @dataclass(frozen=True, slots=True)
 class CompletionRequest:
-    """What to ask: the model, the prompt (system message first) and the output cap."""
+    """What to ask: the model, the prompt (system message first) and the output cap.
+    ``cache_prompt``: the prompt comes back, grown, in the conversation's next call, so a provider
+    that caches only on request (Anthropic) should cache it; False for a one-off (a summary)."""
 
     model: str
     messages: Sequence[ChatMessage]
     max_tokens: int
     temperature: float | None = None
+    cache_prompt: bool = True
 
 
 @dataclass(frozen=True, slots=True)

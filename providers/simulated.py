@@ -10,6 +10,7 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 from providers.base import ChatMessage, CompletionRequest, CompletionResult, Usage
 
@@ -22,6 +23,17 @@ MARK = "[simulated] "
 PREFIX_MIN_TOKENS = 1024
 PREFIX_STEP_TOKENS = 128
 PREFIX_TTL_S = 300.0
+
+# Anthropic caches only where a request sets a breakpoint (pennybot sets the top-level one, on the
+# prompt's last block, unless ANTHROPIC_PROMPT_CACHE=off). A prompt shorter than the model's
+# minimum is not cached; the breakpoint looks back up to 20 blocks for the longest prefix written
+# before. Minimums from Anthropic's prompt-caching guide (1,024 tokens unless listed).
+ANTHROPIC_MIN_TOKENS = (
+    ("claude-opus-4-5", 4096), ("claude-opus-4-6", 4096), ("claude-haiku-4-5", 4096),
+    ("claude-sonnet-4-6", 2048), ("claude-3-5-haiku", 2048), ("claude-3-haiku", 2048),
+)  # fmt: skip
+ANTHROPIC_LOOKBACK_BLOCKS = 20
+ANTHROPIC_TTL_S = {"5m": 300.0, "1h": 3600.0}
 
 _WORDS = (
     "budget",
@@ -107,6 +119,45 @@ class PrefixCache:
         return cached
 
 
+class BreakpointCache:
+    """Anthropic's prompt caching with the top-level breakpoint, as it is billed: the prompt up to
+    its last block is written (``cache_write_tokens``, at 1.25 or 2 times the input price) unless
+    it is shorter than the model's minimum; the longest prefix written within the TTL, at one of
+    the last 20 block boundaries, is read back (``cache_read_tokens``, a tenth of the price) and
+    only the rest is written. Each use of an entry starts its TTL again."""
+
+    def __init__(self, ttl: str) -> None:
+        self.ttl_s = ANTHROPIC_TTL_S[ttl]
+        self._live: dict[str, dict[int, float]] = {}  # model -> prefix key -> expiry
+        self._stores = 0
+
+    @staticmethod
+    def min_tokens(model: str) -> int:
+        return next((n for name, n in ANTHROPIC_MIN_TOKENS if model.startswith(name)), 1024)
+
+    def use(self, model: str, prefixes: Sequence[tuple[int, int]], now: float) -> tuple[int, int]:
+        """(read, written) tokens of a prompt whose message-boundary prefixes are ``prefixes``
+        ((key, tokens so far), shortest first; the first one's count includes the system)."""
+        if not prefixes or prefixes[-1][1] < self.min_tokens(model):
+            return 0, 0
+        live = self._live.setdefault(model, {})
+        read = 0
+        for key, tokens in reversed(prefixes[-ANTHROPIC_LOOKBACK_BLOCKS:]):
+            if live.get(key, 0.0) > now:
+                read = tokens
+                live[key] = now + self.ttl_s
+                break
+        last, total = prefixes[-1]
+        live[last] = now + self.ttl_s
+        self._stores += 1
+        if self._stores >= 4096:  # bounded memory: drop what expired
+            self._stores = 0
+            for table in self._live.values():
+                for stale in [k for k, exp in table.items() if exp <= now]:
+                    del table[stale]
+        return read, total - read
+
+
 def prefix_key(before: int, message: ChatMessage) -> int:
     """The key of a prompt prefix: the prefix before ``message`` (0: none) and ``message``."""
     return hash((before, message.role, message.name, message.content))
@@ -125,9 +176,11 @@ def prefix_keys(messages: Sequence[ChatMessage], sizes: Sequence[int]) -> list[t
 
 class SimulatedProvider:
     """Answers instantly (after ``latency_s``) with a reply whose length follows the question,
-    billed as OpenAI bills: usage counted from the real prompt and reply, and a repeated prompt
-    prefix as cached input (``PrefixCache``; Claude models, which cache only at explicit
-    breakpoints, get none). ``clock`` gives epoch seconds (the pipeline's clock)."""
+    billed as its provider bills: usage counted from the real prompt and reply, and a repeated
+    prompt prefix as cached input, by itself for OpenAI's models (``PrefixCache``), and for Claude
+    models where the request sets a breakpoint, as pennybot's Anthropic provider does unless
+    ``anthropic_cache`` is "off" (``BreakpointCache``). ``clock`` gives epoch seconds (the
+    pipeline's clock)."""
 
     def __init__(
         self,
@@ -138,6 +191,7 @@ class SimulatedProvider:
         name: str = "simulated",
         clock: Callable[[], float] | None = None,
         prefix_cache: PrefixCache | None = None,
+        anthropic_cache: Literal["off", "5m", "1h"] = "5m",
     ) -> None:
         self.name = name
         self._count_prompt = count_prompt
@@ -145,6 +199,8 @@ class SimulatedProvider:
         self.latency_s = latency_s
         self._clock = clock or time.time
         self.prefix_cache = PrefixCache() if prefix_cache is None else prefix_cache
+        self.breakpoints = None if anthropic_cache == "off" else BreakpointCache(anthropic_cache)
+        self._one_hour = anthropic_cache == "1h"
         self._sizes: dict[tuple[str, str, str | None, str], int] = {}
 
     async def complete(self, request: CompletionRequest) -> CompletionResult:
@@ -159,13 +215,18 @@ class SimulatedProvider:
         # Counted message by message (prompt counts add up), so the cached prefix is known too.
         base = self._count_prompt([], request.model)
         sizes = [self._size(m, request.model, base) for m in request.messages]
-        cached = 0
+        cached = written = 0
         if not request.model.startswith("claude"):
             cached = self.prefix_cache.use(request.model, prefix_keys(request.messages, sizes), self._clock())
+        elif self.breakpoints is not None and request.cache_prompt:
+            prefixes = [(key, base + tokens) for key, tokens in prefix_keys(request.messages, sizes)]
+            cached, written = self.breakpoints.use(request.model, prefixes, self._clock())
         usage = Usage(
             input_tokens=base + sum(sizes),
             output_tokens=self._count_text(text),
             cache_read_tokens=cached,
+            cache_write_tokens=written,
+            cache_write_1h_tokens=written if self._one_hour else 0,
         )
         return CompletionResult(text, usage, self.name, request.model, simulated=True)
 

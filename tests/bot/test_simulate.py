@@ -86,12 +86,76 @@ async def test_a_repeated_prefix_is_billed_as_cached_input(counter: TokenCounter
     assert (await usage(follow, "gpt-4.1")).cache_read_tokens == 0
     clock.t += 301
     assert (await usage(follow)).cache_read_tokens == 0
-    # Claude caches only at explicit breakpoints (pennybot sets none); short prompts never.
-    assert (await usage(first, "claude-haiku-4-5")).cache_read_tokens == 0
+    # Claude caches from a minimum that depends on the model (Claude is counted by its bytes here,
+    # an upper bound): this prompt is over Sonnet 4.5's 1,024 and under Haiku 4.5's 4,096.
+    middle = [ChatMessage("system", "Be concise. " * 150), ChatMessage("user", "What is a prime number?")]
+    for model, written in (("claude-haiku-4-5", False), ("claude-sonnet-4-5", True)):
+        got = [await usage(middle, model) for _ in range(2)]
+        assert 1024 <= got[0].input_tokens < 4096
+        flags = [(u.cache_write_tokens > 0, u.cache_read_tokens > 0) for u in got]
+        assert flags == [(written, False), (False, written)]
     assert (await usage(first, "claude-haiku-4-5")).cache_read_tokens == 0
     short = [ChatMessage("system", "Be brief."), ChatMessage("user", "hi")]
     await usage(short)
     assert (await usage(short)).cache_read_tokens == 0
+
+
+SONNET_45 = (Decimal("3"), Decimal("0.30"), Decimal("3.75"), Decimal("6"), Decimal("15"))  # 5m and 1h writes
+
+
+@pytest.mark.parametrize("ttl", ["5m", "1h"])
+async def test_claude_bills_the_breakpoints_writes_and_reads(counter: TokenCounter, ttl: Any) -> None:
+    clock = FakeClock()
+    provider = SimulatedProvider(
+        count_prompt=lambda msgs, model: counter.prompt_tokens([counter.count(m) for m in msgs], model),
+        count_text=counter.count_text, clock=clock, anthropic_cache=ttl,
+    )  # fmt: skip
+    model = "claude-sonnet-4-5"  # caches from 1,024 tokens
+    system = ChatMessage("system", "Answer as a patient tutor. " + "Be concise and precise. " * 260)
+    first = [system, ChatMessage("user", "What is a prime number?")]
+
+    async def usage(messages: list[ChatMessage], cache_prompt: bool = True) -> Usage:
+        return (await provider.complete(CompletionRequest(model, messages, 200, cache_prompt=cache_prompt))).usage
+
+    one = await usage(first)  # nothing written before: the whole prompt is written
+    assert one.input_tokens >= 1024
+    assert (one.cache_read_tokens, one.cache_write_tokens) == (0, one.input_tokens)
+    assert one.cache_write_1h_tokens == (one.input_tokens if ttl == "1h" else 0)
+    answer = ChatMessage("assistant", provider.reply(first[1].content, 200))
+    follow = [*first, answer, ChatMessage("user", "And 91?")]
+    two = await usage(follow)  # the first prompt is read back; only the reply and question are written
+    assert two.cache_read_tokens == one.input_tokens
+    assert two.cache_write_tokens == two.input_tokens - one.input_tokens > 0
+    from budget.pricing import PriceBook
+
+    _, read, write_5m, write_1h, out = SONNET_45  # no input at the full price: read or written
+    write = write_1h if ttl == "1h" else write_5m
+    fresh = two.input_tokens - two.cache_read_tokens - two.cache_write_tokens
+    assert fresh == 0
+    expected = (two.cache_read_tokens * read + two.cache_write_tokens * write + two.output_tokens * out) / M
+    assert PriceBook([(model, "anthropic", None)]).cost(model, two) == quantize(expected)
+    # A one-off prompt (a summary) sets no breakpoint: neither read nor written.
+    assert (await usage(follow, cache_prompt=False)).cache_read_tokens == 0
+    # Idle past the TTL, the prefix is gone and written again; within it, each use starts it again.
+    clock.t += 299 if ttl == "5m" else 3599
+    assert (await usage(follow)).cache_read_tokens == two.input_tokens
+    clock.t += 301 if ttl == "5m" else 3601
+    gone = await usage(follow)
+    assert (gone.cache_read_tokens, gone.cache_write_tokens) == (0, gone.input_tokens)
+    # Too short for the model: nothing cached.
+    short = [ChatMessage("system", "Be brief."), ChatMessage("user", "hi")]
+    assert (await usage(short)).cache_write_tokens == 0 and (await usage(short)).cache_read_tokens == 0
+
+
+async def test_claude_caches_nothing_with_the_setting_off(counter: TokenCounter) -> None:
+    provider = SimulatedProvider(
+        count_prompt=lambda msgs, model: counter.prompt_tokens([counter.count(m) for m in msgs], model),
+        count_text=counter.count_text, anthropic_cache="off",
+    )  # fmt: skip
+    prompt = [ChatMessage("system", "Be concise and precise. " * 300), ChatMessage("user", "hi")]
+    for _ in range(2):
+        got = (await provider.complete(CompletionRequest("claude-sonnet-4-5", prompt, 50))).usage
+        assert (got.cache_read_tokens, got.cache_write_tokens) == (0, 0)
 
 
 async def test_the_pipeline_records_cached_input_on_the_bots_clock(make_bot: Any) -> None:

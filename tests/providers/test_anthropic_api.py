@@ -179,8 +179,28 @@ async def test_request_on_the_wire(provider: AnthropicProvider, anthropic_server
             {"role": "assistant", "content": "hello"},
             {"role": "user", "content": "bye"},
         ],
+        # The top-level breakpoint: the prompt is cached for the conversation's next call.
+        "cache_control": {"type": "ephemeral", "ttl": "5m"},
     }
     assert "system" not in second.body
+
+
+@pytest.mark.parametrize(
+    ("setting", "cache_prompt", "sent"),
+    [
+        ("1h", True, {"type": "ephemeral", "ttl": "1h"}),
+        ("5m", False, None),  # a summary's prompt is asked once: writing it would cost 25 % more
+        ("off", True, None),
+    ],
+)
+async def test_the_prompt_cache_breakpoint_follows_the_setting_and_the_request(
+    anthropic_server: FakeAnthropicServer, setting: Any, cache_prompt: bool, sent: dict[str, str] | None
+) -> None:
+    p = AnthropicProvider(api_key=KEY, base_url=anthropic_server.base_url, timeout_s=0.5, prompt_cache=setting)
+    await p.complete(replace(REQUEST, cache_prompt=cache_prompt))
+    await p.aclose()
+    [request] = anthropic_server.requests
+    assert request.body.get("cache_control") == sent
 
 
 @pytest.mark.parametrize(
