@@ -57,6 +57,8 @@ class AnswerCache:
         self._misses = 0
         self._now = 0.0
         self._flusher: asyncio.Task[None] | None = None
+        self._waiting = False  # the flusher is in its pause, not writing
+        self._closed = False
 
     @staticmethod
     def key(normalized: str, persona: str, tier: str) -> str:
@@ -80,17 +82,28 @@ class AnswerCache:
         else:
             self._hits += 1
         self._now = max(self._now, now)
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+        self._start_flusher()
         return None if raw is None else _answer(raw)
 
+    def _start_flusher(self) -> None:
+        if self._flusher is None and not self._closed:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+
     async def _flush_later(self) -> None:
-        await asyncio.sleep(self.flush_s)
-        self._flusher = None
+        self._waiting = True
+        try:
+            await asyncio.sleep(self.flush_s)
+        finally:
+            self._waiting = False
         try:
             await self.flush()
         except Exception as error:
             log.warning("cache bookkeeping not written (%s); it waits for the next look-up", type(error).__name__)
+            self._flusher = None
+            return
+        self._flusher = None
+        if self._used or self._hits or self._misses:  # looked up while it wrote
+            self._start_flusher()
 
     async def flush(self) -> None:
         """Write the peeked look-ups' bookkeeping now. If the store fails, the counts are kept for
@@ -108,10 +121,14 @@ class AnswerCache:
             raise
 
     async def aclose(self) -> None:
-        """Write what waits (before the hot store closes)."""
-        if self._flusher is not None:
-            self._flusher.cancel()
-            self._flusher = None
+        """Write what waits (before the hot store closes). A write under way is waited for, not
+        cancelled: cut mid-statement, it could leave its connection, and the rows it locked, held."""
+        self._closed = True
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None:
+            if self._waiting:
+                flusher.cancel()
+            await asyncio.wait([flusher])
         try:
             await self.flush()
         except Exception as error:

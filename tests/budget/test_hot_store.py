@@ -1,9 +1,11 @@
 """One contract for every hot store URL: in process, a real Redis (each test in its own key prefix)
 and Postgres (each test in its own schema)."""
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import psycopg
 import pytest
@@ -225,6 +227,56 @@ async def test_peeked_look_ups_are_counted_in_one_batch_and_kept_when_the_store_
     hot.cache_used = used  # type: ignore[method-assign]
     stats = await cache.stats(now=3)
     assert (stats.hits, stats.misses) == (1, 2)
+    await cache.aclose()
+
+
+async def test_closing_waits_for_a_bookkeeping_write_under_way_and_writes_the_rest(hot: HotStore) -> None:
+    # A write cut mid-statement (cancelled) could leave its connection, and the rows it locked,
+    # held; so closing waits for it. The write is held open by an injected pause (no store pauses
+    # on cue), around the real store's write.
+    cache = AnswerCache(hot, ttl_s=100, max_size=5, flush_s=0.01)
+    used, entered, release, finished = hot.cache_used, asyncio.Event(), asyncio.Event(), []
+
+    async def slow(*args: Any, **kw: Any) -> None:
+        entered.set()
+        await release.wait()
+        await used(*args, **kw)
+        finished.append(args[0])
+
+    hot.cache_used = slow  # type: ignore[method-assign]
+    cache.peeked("k1", None, 1)
+    await entered.wait()  # the timer's write is under way
+    cache.peeked("k2", None, 1)  # and another look-up waits for the next one
+    closing = asyncio.create_task(cache.aclose())
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # not cancelled: waited for
+    release.set()
+    await closing
+    assert finished == [["k1"], ["k2"]]
+    assert await hot.get_counters(["pb:{cache}:hits", "pb:{cache}:misses"]) == [None, 2]
+    cache.peeked("k3", None, 2)  # closed: no timer is started any more
+    assert cache._flusher is None
+
+
+async def test_a_look_up_during_a_write_is_written_by_the_next_timer(hot: HotStore) -> None:
+    cache = AnswerCache(hot, ttl_s=100, max_size=5, flush_s=0.01)
+    used, entered, release = hot.cache_used, asyncio.Event(), asyncio.Event()
+
+    async def slow(*args: Any, **kw: Any) -> None:
+        entered.set()
+        await release.wait()
+        await used(*args, **kw)
+
+    hot.cache_used = slow  # type: ignore[method-assign]
+    cache.peeked("k1", None, 1)
+    await entered.wait()
+    cache.peeked("k2", None, 1)
+    release.set()
+    for _ in range(100):
+        if await hot.get_counters(["pb:{cache}:misses"]) == [2]:
+            break
+        await asyncio.sleep(0.01)
+    assert await hot.get_counters(["pb:{cache}:misses"]) == [2]
     await cache.aclose()
 
 
