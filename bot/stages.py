@@ -93,26 +93,10 @@ async def command(turn: Turn, next: Next) -> Turn:
 async def rate_limit(turn: Turn, next: Next) -> Turn:
     """Before any budget work, so a flood costs one counter update a message. The budget's
     counters, the cache entries the message may be answered from and, for a message the budget
-    lets through as it is, the answer's reservation come in the same round trip (one for all)."""
-    d = turn.deps
-    try:
-        counters = d.budget.counter_keys(turn.user, turn.now)
-        keys = counters + quota_keys(turn.user)
-        flags = [warned_key(turn.user, k) for k in counters]
-        peeks = _cache_candidates(turn)
-        planned = _planned(turn, peeks)
-        read = await d.limiter.wait_time_and_read(
-            turn.user, turn.now.timestamp(), keys + flags, list(peeks.values()), planned and planned[1].admit
-        )
-        wait = int(read.wait)
-        turn.counters = read.values[: len(keys)]
-        turn.warned = frozenset(k for k, v in zip(flags, read.values[len(keys) :], strict=True) if v)
-        turn.peeked = {tier: (key, raw) for (tier, key), raw in zip(peeks.items(), read.peeked, strict=True)}
-        turn.held = planned if read.reserved else None
-    except Exception as error:
-        # Fail open: the budget gate after this stage still guards the money.
-        turn.deps.log.warning("rate limiter unreachable (%s); message let through", type(error).__name__)
-        wait = 0
+    lets through as it is, the answer's reservation come in the same round trip (one for all).
+    A user this process saw refused is refused again, until the store would let them through,
+    without that round trip or any of its planning (``RateLimiter.refused``)."""
+    wait = turn.deps.limiter.refused(turn.user, turn.now.timestamp()) or await _hit_and_read(turn)
     if wait:
         await count_rate_limited(turn.deps.hot, turn.now, turn.deps.calendar.tz)  # feeds the rate_limited alert
         metrics.rate_limited(turn.inbound.channel)
@@ -124,6 +108,29 @@ async def rate_limit(turn: Turn, next: Next) -> Turn:
     finally:
         if turn.held is not None:  # the answer did not use it (a plan that changed, a stage that ended early)
             await release_held(turn)
+
+
+async def _hit_and_read(turn: Turn) -> int:
+    """The rate limit's round trip: its wait (0: counted, go on), with the reads it carries."""
+    d = turn.deps
+    try:
+        counters = d.budget.counter_keys(turn.user, turn.now)
+        keys = counters + quota_keys(turn.user)
+        flags = [warned_key(turn.user, k) for k in counters]
+        peeks = _cache_candidates(turn)
+        planned = _planned(turn, peeks)
+        read = await d.limiter.wait_time_and_read(
+            turn.user, turn.now.timestamp(), keys + flags, list(peeks.values()), planned and planned[1].admit
+        )
+    except Exception as error:
+        # Fail open: the budget gate after this stage still guards the money.
+        d.log.warning("rate limiter unreachable (%s); message let through", type(error).__name__)
+        return 0
+    turn.counters = read.values[: len(keys)]
+    turn.warned = frozenset(k for k, v in zip(flags, read.values[len(keys) :], strict=True) if v)
+    turn.peeked = {tier: (key, raw) for (tier, key), raw in zip(peeks.items(), read.peeked, strict=True)}
+    turn.held = planned if read.reserved else None
+    return int(read.wait)
 
 
 def _cache_candidates(turn: Turn) -> dict[Tier, str]:

@@ -7,18 +7,36 @@ from collections.abc import Sequence
 
 from budget.stores import Admit, HitRead, HotStore
 
+MAX_REFUSED = 10_000  # users refused lately that one process remembers
+
 
 class RateLimiter:
-    """At most ``per_minute`` messages in any ``window_s`` seconds."""
+    """At most ``per_minute`` messages in any ``window_s`` seconds.
+
+    A refusal holds until the oldest event of the user's window leaves it: a refused message is
+    not counted, and other messages (here or in other processes) only add events. So once the
+    store refused a user, this process refuses their next messages until then by itself
+    (``refused``), and a flood costs no round trip and no planning."""
 
     def __init__(self, hot: HotStore, per_minute: int, window_s: float = 60.0) -> None:
         self.hot = hot
         self.limit = per_minute
         self.window_s = window_s
+        self._refused: dict[str, float] = {}  # user -> when the store would let them through again
+
+    def refused(self, user: str, now: float) -> int:
+        """The whole seconds ``user`` must still wait, as the store last said; 0: ask the store."""
+        until = self._refused.get(user)
+        if until is None:
+            return 0
+        if now < until:
+            return _seconds(until - now)
+        del self._refused[user]
+        return 0
 
     async def wait_time(self, user: str, now: float) -> int:
         """0 if the message may go on (and counts it), else the whole seconds to wait."""
-        return _seconds(await self.hot.hit(key(user), self.limit, self.window_s, now))
+        return self._seen(user, now, await self.hot.hit(key(user), self.limit, self.window_s, now))
 
     async def wait_time_and_read(
         self, user: str, now: float, keys: Sequence[str], peeks: Sequence[str] = (), admit: Admit | None = None
@@ -26,7 +44,16 @@ class RateLimiter:
         """``wait_time`` (as the read's ``wait``), and in the same round trip the counters ``keys``,
         the cache entries ``peeks`` and the reservation ``admit`` (see ``HotStore.hit_and_get``)."""
         read = await self.hot.hit_and_get(key(user), self.limit, self.window_s, now, keys, peeks, admit)
-        return read._replace(wait=_seconds(read.wait))
+        return read._replace(wait=self._seen(user, now, read.wait))
+
+    def _seen(self, user: str, now: float, wait: float) -> int:
+        if wait > 0:
+            if user not in self._refused and len(self._refused) >= MAX_REFUSED:
+                self._refused = {u: until for u, until in self._refused.items() if until > now}
+                if len(self._refused) >= MAX_REFUSED:
+                    del self._refused[next(iter(self._refused))]
+            self._refused[user] = now + wait
+        return _seconds(wait)
 
 
 def key(user: str) -> str:

@@ -218,6 +218,43 @@ async def test_rate_limit_says_how_long_to_wait(make_bot: Any) -> None:
     assert (await bot.send("four")).answer is not None
 
 
+async def test_on_redis_a_flood_is_refused_without_a_round_trip_until_the_store_would_let_it_through(
+    make_bot: Any,
+) -> None:
+    from tests.budget.test_redis_store import redis_namespace
+
+    async with redis_namespace() as url:
+        bot: Bot = await make_bot(redis_url=url, model_catalog=ONE_MODEL, rate_limit_per_minute=2)
+        bot.deps.cache.flush_s = 3600  # the lookups' bookkeeping waits: no timer in the counts
+        await bot.send("one", user="flood")
+        bot.clock.advance(seconds=20)
+        await bot.send("two", user="flood")
+        sent = count_redis(bot.deps.hot)
+        bot.clock.advance(seconds=5)
+        first = await bot.send("three", user="flood")  # the store refuses: the oldest event is 25 s old
+        assert first.replies == ["You're sending messages too fast. Please try again in 35 s."]
+        assert sent.count("_hit_get") == 1
+        sent.clear()
+        for i in range(20):  # then this process refuses by itself, counting down the same wait
+            bot.clock.advance(seconds=1)
+            turn = await bot.send(f"flood {i}", user="flood")
+            assert turn.replies == [f"You're sending messages too fast. Please try again in {34 - i} s."]
+            assert turn.complexity is None  # not even classified
+        assert "_hit_get" not in sent
+        other = await bot.send("hello", user="calm")  # others still ask the store
+        assert other.answer is not None and sent.count("_hit_get") == 1
+        bot.clock.advance(seconds=15)  # 60 s after "one": the store lets the next one through
+        assert (await bot.send("four", user="flood")).answer is not None
+        assert sent.count("_hit_get") == 2
+        # Every refusal is still counted for the rate_limited alert (these 46 s stay in one hour).
+        from bot.jobs import _hour_start, rate_limited_key
+        from budget.alerts import hour_period
+
+        hours = {hour_period(_hour_start(bot.clock.now - timedelta(seconds=s), bot.deps.calendar.tz)) for s in (0, 46)}
+        counts = await bot.deps.hot.get_counters([rate_limited_key(h) for h in sorted(hours)])
+        assert sum(c or 0 for c in counts) == 21
+
+
 async def test_redelivered_message_is_dropped_and_not_charged(make_bot: Any) -> None:
     from bot.turn import Inbound
 
