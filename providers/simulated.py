@@ -81,7 +81,24 @@ _WORDS = (
 )
 
 
-class PrefixCache:
+class _Expiring:
+    """Prompt prefixes by model, with when each expires; the expired are dropped every 4,096
+    stores, so memory stays bounded."""
+
+    def __init__(self) -> None:
+        self._live: dict[str, dict[int, float]] = {}  # model -> prefix key -> expiry
+        self._stores = 0
+
+    def _stored(self, n: int, now: float) -> None:
+        self._stores += n
+        if self._stores >= 4096:
+            self._stores = 0
+            for table in self._live.values():
+                for stale in [k for k, exp in table.items() if exp <= now]:
+                    del table[stale]
+
+
+class PrefixCache(_Expiring):
     """OpenAI's automatic prompt caching, as it is billed: a prompt whose first messages match,
     exactly, a prefix this model saw within ``ttl_s`` gets that prefix's tokens (from 1,024, in
     steps of 128) billed as cached input. Matching is by whole messages, so a prefix that ends
@@ -90,11 +107,10 @@ class PrefixCache:
     def __init__(
         self, *, min_tokens: int = PREFIX_MIN_TOKENS, step: int = PREFIX_STEP_TOKENS, ttl_s: float = PREFIX_TTL_S
     ) -> None:
+        super().__init__()
         self.min_tokens = min_tokens
         self.step = step
         self.ttl_s = ttl_s
-        self._live: dict[str, dict[int, float]] = {}  # model -> prefix key -> expiry
-        self._stores = 0
 
     def use(self, model: str, prefixes: Sequence[tuple[int, int]], now: float) -> int:
         """The cached tokens of a prompt whose message-boundary prefixes are ``prefixes``
@@ -107,19 +123,16 @@ class PrefixCache:
             if live.get(key, 0.0) > now:
                 cached = tokens // self.step * self.step
                 break
+        stored = 0
         for key, tokens in prefixes:
             if tokens >= self.min_tokens:
                 live[key] = now + self.ttl_s
-                self._stores += 1
-        if self._stores >= 4096:  # bounded memory: drop what expired
-            self._stores = 0
-            for table in self._live.values():
-                for stale in [k for k, exp in table.items() if exp <= now]:
-                    del table[stale]
+                stored += 1
+        self._stored(stored, now)
         return cached
 
 
-class BreakpointCache:
+class BreakpointCache(_Expiring):
     """Anthropic's prompt caching with the top-level breakpoint, as it is billed: the prompt up to
     its last block is written (``cache_write_tokens``, at 1.25 or 2 times the input price) unless
     it is shorter than the model's minimum; the longest prefix written within the TTL, at one of
@@ -127,9 +140,8 @@ class BreakpointCache:
     only the rest is written. Each use of an entry starts its TTL again."""
 
     def __init__(self, ttl: str) -> None:
+        super().__init__()
         self.ttl_s = ANTHROPIC_TTL_S[ttl]
-        self._live: dict[str, dict[int, float]] = {}  # model -> prefix key -> expiry
-        self._stores = 0
 
     @staticmethod
     def min_tokens(model: str) -> int:
@@ -149,12 +161,7 @@ class BreakpointCache:
                 break
         last, total = prefixes[-1]
         live[last] = now + self.ttl_s
-        self._stores += 1
-        if self._stores >= 4096:  # bounded memory: drop what expired
-            self._stores = 0
-            for table in self._live.values():
-                for stale in [k for k, exp in table.items() if exp <= now]:
-                    del table[stale]
+        self._stored(1, now)
         return read, total - read
 
 
