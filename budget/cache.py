@@ -99,9 +99,9 @@ class AnswerCache:
             await self.flush()
         except Exception as error:
             log.warning("cache bookkeeping not written (%s); it waits for the next look-up", type(error).__name__)
-            self._flusher = None
             return
-        self._flusher = None
+        finally:
+            self._flusher = None
         if self._used or self._hits or self._misses:  # looked up while it wrote
             self._start_flusher()
 
