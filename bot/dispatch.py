@@ -26,6 +26,13 @@ from budget.records import Conversation, Exchange
 log = logging.getLogger("pennybot.dispatch")
 
 MAX_READ_AHEAD = 10_000  # users with conversations kept from claims whose run has not started
+SENT_TTL_S = 7 * 86_400  # how long a sent mark outlives a database outage in the hot store
+
+
+def sent_key(channel: str, message_id: str) -> str:
+    """The hot store's mark of a message whose replies were sent while its done mark could not be
+    written (``Dispatcher._note_sent``)."""
+    return f"pb:sent:{channel}:{message_id}"
 
 
 class Replier(Protocol):
@@ -65,6 +72,8 @@ class Dispatcher:
         self._marks: dict[tuple[str, str], datetime] = {}
         self._marking: asyncio.Task[None] | None = None
         self.mark_failures = 0
+        self._noted: set[tuple[str, str]] = set()  # waiting marks whose sending the hot store knows
+        self.not_resent = 0  # answered messages a sweep took over and found sent already: marked done only
         # The lease epoch this process holds of each message its sweep took over (a claimed one
         # is at 0): named in the writes, which another process's taking fences off.
         self._epochs: dict[tuple[str, str], int] = {}
@@ -176,6 +185,7 @@ class Dispatcher:
                     self.mark_failures += 1
                     if self.mark_failures in (1, 10) or self.mark_failures % 100 == 0:
                         log.warning("done marks not written (%s); %d wait", type(error).__name__, len(self._marks))
+                    await self._note_sent(batch)
                     await asyncio.sleep(min(0.05 * 2**self.mark_failures, 5.0))
                     continue
                 self.mark_failures = 0
@@ -183,10 +193,37 @@ class Dispatcher:
                     del self._marks[key]
                     self._answered.pop(key, None)
                     self._sent.discard(key)
+                    self._noted.discard(key)
                     self._working.discard(key)
                     self._epochs.pop(key, None)
         finally:
             self._marking = None
+
+    async def _note_sent(self, batch: Mapping[tuple[str, str], datetime]) -> None:
+        """The database is down, with replies sent and their done marks waiting: say so in the hot
+        store, once a message, in one write. The outage can outlast the leases; another process's
+        sweep then takes these messages over with their stored replies, and looks there before it
+        sends them again (``resume``). Nothing is written while the database is up."""
+        fresh = [key for key in batch if key not in self._noted]
+        if not fresh:
+            return
+        try:
+            await self.pipeline.deps.hot.set_counters({sent_key(*key): 1 for key in fresh}, SENT_TTL_S)
+        except Exception as error:  # the hot store is down too: a sweep elsewhere may send them again
+            log.warning("sent marks not kept (%s); %d messages may be sent twice", type(error).__name__, len(fresh))
+            return
+        self._noted.update(fresh)
+
+    async def _sent_elsewhere(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these answered messages a process sent before it could write their done marks."""
+        if not keys:
+            return set()
+        try:
+            marks = await self.pipeline.deps.hot.get_counters([sent_key(*key) for key in keys])
+        except Exception as error:  # unknown: sent again, as a crash after a send always could be
+            log.warning("sent marks not read (%s); stored replies are sent again", type(error).__name__)
+            return set()
+        return {key for key, mark in zip(keys, marks, strict=True) if mark}
 
     async def marks_written(self) -> None:
         """Wait until the done marks queued so far are written (tests, shutdown)."""
@@ -217,15 +254,23 @@ class Dispatcher:
 
     async def resume(self) -> int:
         """Take over messages whose lease ran out: re-run those with no answer yet, re-send those
-        answered. Each is taken by one process only."""
+        answered, except those the hot store says were sent (``_note_sent``). Each is taken by one
+        process only."""
         deps = self.pipeline.deps
         items = await deps.db.lease_open(deps.clock(), self.lease_s)
+        answered = [(i.channel, i.message_id) for i in items if i.replies is not None and i.channel in self.repliers]
+        sent = await self._sent_elsewhere([key for key in answered if key not in self._sent])
         for item in items:
             if item.channel not in self.repliers:
                 continue
+            key = (item.channel, item.message_id)
             # Taken at a new epoch: a run of it still going here (its lease ran out under it)
             # writes with this one, and the process it was taken from is fenced off.
-            self._epochs[(item.channel, item.message_id)] = item.epoch
+            self._epochs[key] = item.epoch
+            if key in sent:  # its replies are out: the run only marks it done
+                log.info("message %s:%s was sent before the database went down; marked done, not sent again", *key)
+                self._sent.add(key)
+                self.not_resent += 1
             p = item.payload
             inbound = Inbound(
                 item.channel, p["chat_id"], p["user_id"], item.message_id, p["text"], p.get("kind", "text")

@@ -285,6 +285,56 @@ async def test_an_exchange_whose_write_failed_is_stored_once_by_the_sweep_and_th
     assert await db.open_inbox() == []
 
 
+@pytest.fixture(params=["memory", "postgres+redis"])
+async def shared_stores(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, str]]:
+    """The database and hot store URLs two dispatchers share: in process, or Postgres and Redis."""
+    from tests.budget.test_redis_store import redis_namespace
+
+    if request.param == "memory":
+        yield {"database_url": "memory://", "redis_url": "memory://"}
+        return
+    dsn, schema = request.getfixturevalue("pg_dsn"), f"pb_{uuid.uuid4().hex[:10]}"
+    async with redis_namespace() as redis_url:
+        yield {"database_url": f"{dsn}?schema={schema}", "redis_url": redis_url}
+    drop_schema(dsn, schema)
+
+
+async def test_replies_sent_before_a_long_database_outage_are_not_sent_again_by_another_process(
+    shared_stores: dict[str, str], make_bot: Any, tmp_path: Path
+) -> None:
+    # Process A sent its reply, then lost the database for longer than the lease, so its done mark
+    # waits. When the database is back, process B's sweep takes the message over with its stored
+    # replies before A's retry lands. A noted the sending in the hot store (Redis) when its mark
+    # failed; B looks there and only marks the message done. (The outage is the store's method
+    # failing: stopping the shared Postgres is not allowed, and the drills stop their own.)
+    bot: Bot = await make_bot(**shared_stores, outbox_path=tmp_path / "ob.db")
+    db = bot.deps.db
+    spy = Spy(db, "finish_inbox")
+    replier_a, replier_b = Recording(), Recording()
+    a = Dispatcher(bot.pipeline, {"console": replier_a})
+    b = Dispatcher(bot.pipeline, {"console": replier_b})  # the same stores: another process
+    before = Inbound("console", "u", "u", "m-0", "hello")
+    assert await a.claim(before)
+    await a.run(before)
+    await a.marks_written()  # the database is up: the done mark, and no sent mark
+    spy.fail["finish_inbox"] = 1_000  # now down for A's mark writer, however often it retries
+    inbound = Inbound("console", "u", "u", "m-1", "a question")
+    assert await a.claim(inbound)
+    await a.run(inbound)
+    assert [m for m, _ in replier_a.sent] == ["m-0", "m-1"]
+    await asyncio.sleep(0.02)  # A's first mark write failed, and it noted the sending
+    assert await bot.deps.hot.get_counters(["pb:sent:console:m-0", "pb:sent:console:m-1"]) == [None, 1]
+    bot.clock.advance(seconds=61)  # the lease ran out during the outage
+    spy.fail["finish_inbox"] = 0  # the database is back; B's sweep comes before A's retry
+    assert await b.resume() == 1
+    assert await b.drain(5) == 0 and await a.drain(5) == 0
+    assert replier_b.sent == [] and b.not_resent == 1 and a.not_resent == 0
+    assert len(replier_a.sent) == 2
+    assert await db.open_inbox() == []
+    turns = (await db.conversation("console:u")).turns
+    assert [t.content for t in turns if t.role == "user"] == ["hello", "a question"]  # one exchange each
+
+
 async def test_a_webhooks_message_folds_after_its_reply_unless_the_cap_needs_it_first(make_bot: Any) -> None:
     from budget.money import to_nano
     from budget.records import Kind
