@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from bot.jobs import RATE_LIMITED_TTL_S
 from bot.settings import Settings
 from bot.texts import load_texts
 from bot.turn import Deps
@@ -18,7 +19,7 @@ from budget.ledger import Budget, Limits
 from budget.outbox import DirectRecorder, OutboxRecorder, Recorder
 from budget.periods import Calendar
 from budget.pricing import Price, PriceBook
-from budget.ratelimit import RateLimiter
+from budget.ratelimit import RateLimiter, Refusals
 from budget.rules import Ladder, Thresholds
 from budget.stores import open_database, open_hot_store, open_supabase
 from budget.tokens import TokenCounter
@@ -152,6 +153,7 @@ def build(
         hot=hot,
         budget=Budget(hot, recorder, calendar, limits, ttl, quotas=db),
         limiter=RateLimiter(hot, settings.rate_limit_per_minute),
+        refusals=Refusals(hot, RATE_LIMITED_TTL_S),
         cache=AnswerCache(hot, settings.cache_ttl, settings.max_cache_size),
         counter=counter,
         prices=prices,
@@ -174,5 +176,6 @@ async def close(deps: Deps) -> None:
         await provider.aclose()
     await deps.recorder.aclose()
     await deps.cache.aclose()
+    await deps.refusals.aclose()
     await deps.hot.aclose()
     await deps.db.aclose()

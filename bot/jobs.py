@@ -32,7 +32,6 @@ from budget.money import ZERO, fmt_usd, from_nano
 from budget.periods import Period
 from budget.records import AIRequest, Status, StoredAlert
 from budget.rules import Meter, Scope, Unit
-from budget.stores import HotStore
 from providers.catalog import Tier
 
 if TYPE_CHECKING:
@@ -134,15 +133,9 @@ def rate_limited_key(hour_key: str) -> str:
     return f"pb:{{stats}}:rate_limited:{hour_key}"
 
 
-async def count_rate_limited(hot: HotStore, now: datetime, tz: tzinfo = UTC) -> None:
-    """Count one message turned away by the rate limiter, in its local hour. Never raises: a
-    lost count must not cost the user the reply."""
-    key = rate_limited_key(hour_period(_hour_start(now, tz)))
-    try:
-        await hot.seed_counter(key, 0, RATE_LIMITED_TTL_S)  # gives the key a lifetime; INCR keeps it
-        await hot.incr(key)
-    except Exception as error:
-        log.warning("rate-limited count not kept (%s)", type(error).__name__)
+def rate_limited_key_at(now: datetime, tz: tzinfo = UTC) -> str:
+    """Where a message turned away by the rate limiter at ``now`` is counted: its local hour."""
+    return rate_limited_key(hour_period(_hour_start(now, tz)))
 
 
 # --- alerts ------------------------------------------------------------------------------------
@@ -208,6 +201,10 @@ async def alert_inputs(deps: Deps, now: datetime) -> tuple[AlertInputs, int]:
     month_cost = from_nano((await db.spend(None, month.start, until)).nanos) + await db.fees(month.start, until)
 
     hour_key, previous_key = _hours(now, cal.tz)
+    try:
+        await deps.refusals.flush()  # this process's refusals count at once
+    except Exception as error:  # kept for the next write; the read below says what the store has
+        log.warning("rate-limited counts not written (%s)", type(error).__name__)
     counts = await deps.hot.get_counters([rate_limited_key(hour_key), rate_limited_key(previous_key)])
 
     users = sorted({r.user_key for r in rows if r.created_at >= min(day.start, hour_ago)})

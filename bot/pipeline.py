@@ -14,7 +14,7 @@ STAGES: tuple[Stage, ...] = (
     stages.dedupe,  # first: a redelivered message must cost nothing, not even a rate-limit slot
     stages.only_text,  # a photo or an empty message gets one short reply and costs nothing
     stages.command,  # commands need no budget and must work when the budget is gone
-    stages.rate_limit,  # before budget work: a flood costs one counter update a message
+    stages.rate_limit,  # before budget work: a flood costs a round trip at most, then none
     stages.budget_gate,  # block or warn before anything is spent
     stages.classify_message,  # complexity and budget state pick the tier, which the cache key needs
     stages.cache,  # a hit ends here at no cost; after the answer, stores it if it had no history

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from bot import commands, metrics
 from bot.calls import Outcome, call_chain, exempt, record_attempt, release_held
-from bot.jobs import count_rate_limited
+from bot.jobs import rate_limited_key_at
 from bot.turn import Deps, Inbound, Next, Turn
 from budget.cache import CachedAnswer
 from budget.complexity import Complexity, classify
@@ -91,14 +91,14 @@ async def command(turn: Turn, next: Next) -> Turn:
 
 
 async def rate_limit(turn: Turn, next: Next) -> Turn:
-    """Before any budget work, so a flood costs one counter update a message. The budget's
+    """Before any budget work, so a flood costs one round trip at most. The budget's
     counters, the cache entries the message may be answered from and, for a message the budget
     lets through as it is, the answer's reservation come in the same round trip (one for all).
     A user this process saw refused is refused again, until the store would let them through,
     without that round trip or any of its planning (``RateLimiter.refused``)."""
     wait = turn.deps.limiter.refused(turn.user, turn.now.timestamp()) or await _hit_and_read(turn)
     if wait:
-        await count_rate_limited(turn.deps.hot, turn.now, turn.deps.calendar.tz)  # feeds the rate_limited alert
+        turn.deps.refusals.add(rate_limited_key_at(turn.now, turn.deps.calendar.tz))  # the rate_limited alert's
         metrics.rate_limited(turn.inbound.channel)
         turn.replies.append(turn.deps.texts.rate_limited.format(seconds=wait))
         turn.outcome("rate_limit", f"wait {wait}s")

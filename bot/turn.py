@@ -18,7 +18,7 @@ from budget.money import ZERO
 from budget.outbox import Recorder
 from budget.periods import Calendar
 from budget.pricing import PriceBook
-from budget.ratelimit import RateLimiter
+from budget.ratelimit import RateLimiter, Refusals
 from budget.records import Conversation, Exchange
 from budget.rules import Ladder, Level, Meter, Step, Thresholds
 from budget.stores import Database, HotStore
@@ -54,6 +54,7 @@ class Deps:
     hot: HotStore
     budget: Budget
     limiter: RateLimiter
+    refusals: Refusals  # counts of rate-limited messages, written in the background
     cache: AnswerCache
     counter: TokenCounter
     prices: PriceBook

@@ -6,7 +6,6 @@ The key covers the normalized question, the persona (system prompt) and the mode
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -14,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from budget.later import WriteLater
 from budget.stores import HotStore
 
 HITS = "pb:{cache}:hits"
@@ -51,14 +51,19 @@ class AnswerCache:
         self.hot = hot
         self.ttl_s = ttl_s
         self.max_size = max_size
-        self.flush_s = flush_s
         self._used: dict[str, None] = {}  # entries looked up by peek, in order of use
         self._hits = 0
         self._misses = 0
         self._now = 0.0
-        self._flusher: asyncio.Task[None] | None = None
-        self._waiting = False  # the flusher is in its pause, not writing
-        self._closed = False
+        self._later = WriteLater(self.flush, self._waiting, flush_s, "cache bookkeeping", log)
+
+    @property
+    def flush_s(self) -> float:
+        return self._later.delay_s
+
+    @flush_s.setter
+    def flush_s(self, seconds: float) -> None:
+        self._later.delay_s = seconds
 
     @staticmethod
     def key(normalized: str, persona: str, tier: str) -> str:
@@ -82,33 +87,16 @@ class AnswerCache:
         else:
             self._hits += 1
         self._now = max(self._now, now)
-        self._start_flusher()
+        self._later.soon()
         return None if raw is None else _answer(raw)
 
-    def _start_flusher(self) -> None:
-        if self._flusher is None and not self._closed:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
-
-    async def _flush_later(self) -> None:
-        self._waiting = True
-        try:
-            await asyncio.sleep(self.flush_s)
-        finally:
-            self._waiting = False
-        try:
-            await self.flush()
-        except Exception as error:
-            log.warning("cache bookkeeping not written (%s); it waits for the next look-up", type(error).__name__)
-            return
-        finally:
-            self._flusher = None
-        if self._used or self._hits or self._misses:  # looked up while it wrote
-            self._start_flusher()
+    def _waiting(self) -> bool:
+        return bool(self._used or self._hits or self._misses)
 
     async def flush(self) -> None:
         """Write the peeked look-ups' bookkeeping now. If the store fails, the counts are kept for
         the next flush."""
-        if not (self._used or self._hits or self._misses):
+        if not self._waiting():
             return
         used: Sequence[str] = list(self._used)
         hits, misses = self._hits, self._misses
@@ -121,18 +109,8 @@ class AnswerCache:
             raise
 
     async def aclose(self) -> None:
-        """Write what waits (before the hot store closes). A write under way is waited for, not
-        cancelled: cut mid-statement, it could leave its connection, and the rows it locked, held."""
-        self._closed = True
-        flusher, self._flusher = self._flusher, None
-        if flusher is not None:
-            if self._waiting:
-                flusher.cancel()
-            await asyncio.wait([flusher])
-        try:
-            await self.flush()
-        except Exception as error:
-            log.warning("cache bookkeeping lost at shutdown (%s)", type(error).__name__)
+        """Write what waits (before the hot store closes); a write under way is waited for."""
+        await self._later.aclose()
 
     async def put(self, key: str, answer: CachedAnswer, now: float, ttl_s: float | None = None) -> None:
         raw = json.dumps(

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 
+from budget.later import WriteLater
 from budget.stores import Admit, HitRead, HotStore
 
 MAX_REFUSED = 10_000  # users refused lately that one process remembers
+COUNT_S = 1.0  # a refusal's count waits at most this long, then goes with the others'
+
+log = logging.getLogger("pennybot.ratelimit")
 
 
 class RateLimiter:
@@ -54,6 +59,47 @@ class RateLimiter:
                     del self._refused[next(iter(self._refused))]
             self._refused[user] = now + wait
         return _seconds(wait)
+
+
+class Refusals:
+    """Refused messages, counted by key (the rate_limited alert's local hour) in memory and
+    written within ``flush_s`` with every other refusal's count, off the refused messages' path:
+    a flood costs no round trip. A crash loses at most that long's counts; a write the store
+    refuses is kept for the next."""
+
+    def __init__(self, hot: HotStore, ttl_s: int, flush_s: float = COUNT_S) -> None:
+        self.hot = hot
+        self.ttl_s = ttl_s
+        self._counts: dict[str, int] = {}
+        self._later = WriteLater(self.flush, lambda: bool(self._counts), flush_s, "rate-limited counts", log)
+
+    @property
+    def flush_s(self) -> float:
+        return self._later.delay_s
+
+    @flush_s.setter
+    def flush_s(self, seconds: float) -> None:
+        self._later.delay_s = seconds
+
+    def add(self, key: str) -> None:
+        self._counts[key] = self._counts.get(key, 0) + 1
+        self._later.soon()
+
+    async def flush(self) -> None:
+        """Write the counts that wait now (the alert job reads them)."""
+        counts, self._counts = list(self._counts.items()), {}
+        for i, (key, n) in enumerate(counts):
+            try:
+                await self.hot.seed_counter(key, 0, self.ttl_s)  # gives the key its lifetime; INCRBY keeps it
+                await self.hot.incr(key, n)
+            except BaseException:
+                for unwritten, m in counts[i:]:
+                    self._counts[unwritten] = self._counts.get(unwritten, 0) + m
+                raise
+
+    async def aclose(self) -> None:
+        """Write what waits (before the hot store closes); a write under way is waited for."""
+        await self._later.aclose()
 
 
 def key(user: str) -> str:

@@ -24,9 +24,9 @@ from bot.jobs import (
     Scheduler,
     alert_inputs,
     build_notifier,
-    count_rate_limited,
     daily_report,
     evaluate_alerts,
+    rate_limited_key_at,
     retention,
 )
 from bot.notify import Notifier
@@ -193,24 +193,45 @@ async def test_rate_limited_counts_reach_the_rule_in_their_hour_and_the_next(
     make_bot: Callable[..., Any], clock: Clock
 ) -> None:
     bot: Bot = await make_bot()
-    hot, tz = bot.deps.hot, bot.deps.calendar.tz
+    refusals, tz = bot.deps.refusals, bot.deps.calendar.tz
+    refusals.flush_s = 3600  # the alert job writes what waits before it reads
     for _ in range(20):
-        await count_rate_limited(hot, NOW + timedelta(minutes=10), tz)
+        refusals.add(rate_limited_key_at(NOW + timedelta(minutes=10), tz))
     assert await evaluate_alerts(bot.deps, Notifier(), JOBS, NOW + timedelta(minutes=15)) == []  # 20: not over
-    for _ in range(1):
-        await count_rate_limited(hot, NOW + timedelta(minutes=58), tz)  # counted after the hour's last run
+    refusals.add(rate_limited_key_at(NOW + timedelta(minutes=58), tz))  # counted after the hour's last run
     [alert] = await evaluate_alerts(bot.deps, Notifier(), JOBS, NOW + timedelta(minutes=61)) or []
     assert (alert.rule, alert.period_key, alert.figures["count"]) == (Rule.RATE_LIMITED, "2026-11-10T12", "21")
     assert await evaluate_alerts(bot.deps, Notifier(), JOBS, NOW + timedelta(minutes=66)) == []
 
 
-async def test_count_rate_limited_never_raises(caplog: pytest.LogCaptureFixture) -> None:
-    class Down:
-        async def seed_counter(self, key: str, value: int, ttl_s: int) -> None:
-            raise ConnectionError("redis down")
+async def test_rate_limited_counts_are_written_together_and_kept_while_the_store_is_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from budget.ratelimit import Refusals
+    from budget.stores.memory import MemoryHotStore
 
-    await count_rate_limited(Down(), NOW)  # type: ignore[arg-type]
-    assert "rate-limited count not kept (ConnectionError)" in caplog.text
+    hot = MemoryHotStore()
+    seed, down = hot.seed_counter, 1
+
+    async def flaky(key: str, value: int, ttl_s: int) -> bool:  # an outage on cue: no store fails on cue
+        nonlocal down
+        if down:
+            down -= 1
+            raise ConnectionError("redis down")
+        return await seed(key, value, ttl_s)
+
+    hot.seed_counter = flaky  # type: ignore[method-assign]
+    refusals = Refusals(hot, ttl_s=3600, flush_s=0.01)
+    first, second = rate_limited_key_at(NOW), rate_limited_key_at(NOW + timedelta(hours=1))
+    for key in (first, first, second):
+        refusals.add(key)
+    task = refusals._later.task
+    assert task is not None and await hot.get_counters([first, second]) == [None, None]  # not yet
+    await task  # the store is down: logged, every count kept
+    assert "rate-limited counts not written (ConnectionError)" in caplog.text
+    refusals.add(first)  # the next refusal's timer writes them all
+    await refusals.aclose()
+    assert await hot.get_counters([first, second]) == [3, 1]
 
 
 async def test_the_inputs_read_local_days_hours_and_the_last_hour(make_bot: Callable[..., Any]) -> None:

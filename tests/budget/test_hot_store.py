@@ -210,7 +210,7 @@ async def test_peeked_look_ups_are_counted_in_one_batch_and_kept_when_the_store_
     await cache.put("k1", a, now=0)
     assert cache.peeked("k1", '{"text": "A", "cost": "0.000123", "provider": "openai", "model": "gpt-4o-mini"}', 1) == a
     assert cache.peeked("k2", None, 1) is None
-    timer = cache._flusher
+    timer = cache._later.task
     assert timer is not None
     assert await hot.get_counters(["pb:{cache}:hits", "pb:{cache}:misses"]) == [None, None]  # not yet
     await timer
@@ -222,8 +222,8 @@ async def test_peeked_look_ups_are_counted_in_one_batch_and_kept_when_the_store_
 
     hot.cache_used = down  # type: ignore[method-assign]
     cache.peeked("k1", None, 2)
-    assert cache._flusher is not None
-    await cache._flusher  # the timer's write fails: logged, the count kept
+    assert cache._later.task is not None
+    await cache._later.task  # the timer's write fails: logged, the count kept
     hot.cache_used = used  # type: ignore[method-assign]
     stats = await cache.stats(now=3)
     assert (stats.hits, stats.misses) == (1, 2)
@@ -255,7 +255,7 @@ async def test_closing_waits_for_a_bookkeeping_write_under_way_and_writes_the_re
     assert finished == [["k1"], ["k2"]]
     assert await hot.get_counters(["pb:{cache}:hits", "pb:{cache}:misses"]) == [None, 2]
     cache.peeked("k3", None, 2)  # closed: no timer is started any more
-    assert cache._flusher is None
+    assert cache._later.task is None
 
 
 async def test_a_look_up_during_a_write_is_written_by_the_next_timer(hot: HotStore) -> None:
