@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -119,7 +119,7 @@ class Dispatcher:
         if key in self._working:
             return
         self._working.add(key)
-        renewing = asyncio.create_task(self._renew(inbound))
+        stop_renewing = self._hold_lease(inbound)
         turn: Turn | None = None
         try:
             replies = self._answered.get(key, replies)
@@ -151,7 +151,7 @@ class Dispatcher:
             # Left open in the inbox: once its lease runs out, a sweep here or elsewhere finishes it.
             log.exception("message %s:%s failed; it stays in the inbox", inbound.channel, inbound.message_id)
         finally:
-            renewing.cancel()
+            stop_renewing()
             if key not in self._marks:  # else it is worked on until its mark is written
                 self._working.discard(key)
 
@@ -241,16 +241,31 @@ class Dispatcher:
             self._folding.discard(turn.user)
             self._read.pop(turn.user, None)  # read before the fold: stale now
 
+    def _hold_lease(self, inbound: Inbound) -> Callable[[], None]:
+        """Hold the message's lease while it is worked on, so no other process takes it over: a
+        timer, and a renewing task only for a message still worked on a third of the way into its
+        lease (most are done long before). Returns what stops it."""
+        loop = asyncio.get_running_loop()
+        renewing: list[asyncio.Task[None]] = []
+        timer = loop.call_later(self.lease_s / 3, lambda: renewing.append(loop.create_task(self._renew(inbound))))
+
+        def stop() -> None:
+            timer.cancel()
+            for task in renewing:
+                task.cancel()
+
+        return stop
+
     async def _renew(self, inbound: Inbound) -> None:
-        """Hold the lease while the message is worked on, so no other process takes it over;
-        stop once another did (the answer's write then tells the run)."""
+        """Renew the lease every third of it; stop once another process took the message over
+        (the answer's write then tells the run)."""
         deps = self.pipeline.deps
         key = (inbound.channel, inbound.message_id)
         while True:
-            await asyncio.sleep(self.lease_s / 3)
             with contextlib.suppress(Exception):
                 if not await deps.db.renew_lease(*key, deps.clock(), self.lease_s, self._epochs.get(key, 0)):
                     return
+            await asyncio.sleep(self.lease_s / 3)
 
     async def resume(self) -> int:
         """Take over messages whose lease ran out: re-run those with no answer yet, re-send those

@@ -181,7 +181,8 @@ class OutboxRecorder:
         delay = self.interval_s
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                async with asyncio.timeout(delay):  # not wait_for: on 3.11 it starts a task a wait
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.flush()

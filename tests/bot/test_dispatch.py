@@ -335,6 +335,33 @@ async def test_replies_sent_before_a_long_database_outage_are_not_sent_again_by_
     assert [t.content for t in turns if t.role == "user"] == ["hello", "a question"]  # one exchange each
 
 
+async def test_a_lease_is_renewed_only_while_a_long_message_is_worked_on_and_no_longer_once_taken(
+    make_bot: Any,
+) -> None:
+    bot: Bot = await make_bot(inbox_lease_s=0.3, simulated_latency_ms=450)
+    db = bot.deps.db
+    spy = Spy(db, "renew_lease")
+    dispatcher = Dispatcher(bot.pipeline, {"console": Recording()})
+    quick = Inbound("console", "a", "a", "quick", "/usage")  # a command: answered at once
+    assert await dispatcher.claim(quick)
+    await dispatcher.run(quick)
+    await asyncio.sleep(0.25)
+    assert spy.calls == []  # done before a third of its lease: never renewed
+    slow = Inbound("console", "a", "a", "slow", "a question that takes a while")
+    assert await dispatcher.claim(slow)
+    await dispatcher.run(slow)  # 0.45 s: renewed at 0.1, 0.2, 0.3 and 0.4 s
+    assert 3 <= len(spy.calls) <= 5
+    await asyncio.sleep(0.25)
+    assert 3 <= len(spy.calls) <= 5  # and no more once it is done
+    renewed = len(spy.calls)
+    taken = Inbound("console", "b", "b", "taken", "another question that takes a while")
+    assert await dispatcher.claim(taken)
+    dispatcher._epochs[("console", "taken")] = 7  # as if another process had taken it over since
+    await dispatcher.run(taken)
+    assert len(spy.calls) == renewed + 1  # refused at the first renewal: it stopped there
+    assert dispatcher.taken_over == 1
+
+
 async def test_a_webhooks_message_folds_after_its_reply_unless_the_cap_needs_it_first(make_bot: Any) -> None:
     from budget.money import to_nano
     from budget.records import Kind

@@ -74,6 +74,35 @@ async def raw() -> AsyncIterator[aioredis.Redis]:
 # --- URLs, key layout and types (no server needed for the first four) ---
 
 
+_ARG = st.one_of(
+    st.text(max_size=30),
+    st.binary(max_size=30),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.text(min_size=7000, max_size=7000),  # past redis-py's chunking size
+)
+_NAME = st.one_of(st.sampled_from(["EVALSHA", "GET", "SCRIPT LOAD", "CONFIG GET", "get"]), st.text(max_size=12))
+
+
+@settings(max_examples=400, deadline=None)
+@given(name=_NAME, args=st.lists(_ARG, max_size=100), decode=st.booleans())
+def test_the_lean_connection_packs_as_redis_py_does(name: str, args: list[object], decode: bool) -> None:
+    from redis.asyncio.connection import Connection
+    from redis.exceptions import DataError
+
+    from budget.stores.redis import LeanConnection
+
+    def packed(connection: Connection) -> bytes | type[Exception]:
+        try:
+            return b"".join(bytes(part) for part in connection.pack_command(name, *args))
+        except (DataError, UnicodeEncodeError, IndexError, AssertionError) as error:
+            return type(error)
+
+    mine, theirs = LeanConnection(decode_responses=decode), Connection(decode_responses=decode)
+    assert packed(mine) == packed(theirs)
+
+
 async def test_url_picks_the_store_and_sizes_the_blocking_pool() -> None:
     made = open_hot_store("redis://127.0.0.1:6379/3?prefix=pb&max_connections=7&timeout=2.5")
     assert isinstance(made, RedisHotStore)
