@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from budget.later import WriteLater
+from budget.later import WriteLater, WritesLater
 from budget.stores import HotStore
 
 HITS = "pb:{cache}:hits"
@@ -44,7 +44,7 @@ class CacheStats:
         return self.hits / total if total else 0.0
 
 
-class AnswerCache:
+class AnswerCache(WritesLater):
     """TTL and least-recently-used eviction at ``max_size`` entries, in the hot store."""
 
     def __init__(self, hot: HotStore, ttl_s: float, max_size: int, *, flush_s: float = FLUSH_S) -> None:
@@ -56,14 +56,6 @@ class AnswerCache:
         self._misses = 0
         self._now = 0.0
         self._later = WriteLater(self.flush, self._waiting, flush_s, "cache bookkeeping", log)
-
-    @property
-    def flush_s(self) -> float:
-        return self._later.delay_s
-
-    @flush_s.setter
-    def flush_s(self, seconds: float) -> None:
-        self._later.delay_s = seconds
 
     @staticmethod
     def key(normalized: str, persona: str, tier: str) -> str:
@@ -107,10 +99,6 @@ class AnswerCache:
             self._hits += hits
             self._misses += misses
             raise
-
-    async def aclose(self) -> None:
-        """Write what waits (before the hot store closes); a write under way is waited for."""
-        await self._later.aclose()
 
     async def put(self, key: str, answer: CachedAnswer, now: float, ttl_s: float | None = None) -> None:
         raw = json.dumps(

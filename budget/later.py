@@ -67,3 +67,21 @@ class WriteLater:
             await self.write()
         except Exception as error:
             self.log.warning("%s lost at shutdown (%s)", self.what, type(error).__name__)
+
+
+class WritesLater:
+    """A class that writes with a ``WriteLater`` (``self._later``): its pause as ``flush_s``, and
+    ``aclose``, which writes what waits (before the store closes)."""
+
+    _later: WriteLater
+
+    @property
+    def flush_s(self) -> float:
+        return self._later.delay_s
+
+    @flush_s.setter
+    def flush_s(self, seconds: float) -> None:
+        self._later.delay_s = seconds
+
+    async def aclose(self) -> None:
+        await self._later.aclose()

@@ -6,7 +6,7 @@ import logging
 import math
 from collections.abc import Sequence
 
-from budget.later import WriteLater
+from budget.later import WriteLater, WritesLater
 from budget.stores import Admit, HitRead, HotStore
 
 MAX_REFUSED = 10_000  # users refused lately that one process remembers
@@ -61,7 +61,7 @@ class RateLimiter:
         return _seconds(wait)
 
 
-class Refusals:
+class Refusals(WritesLater):
     """Refused messages, counted by key (the rate_limited alert's local hour) in memory and
     written within ``flush_s`` with every other refusal's count, off the refused messages' path:
     a flood costs no round trip. A crash loses at most that long's counts; a write the store
@@ -72,14 +72,6 @@ class Refusals:
         self.ttl_s = ttl_s
         self._counts: dict[str, int] = {}
         self._later = WriteLater(self.flush, lambda: bool(self._counts), flush_s, "rate-limited counts", log)
-
-    @property
-    def flush_s(self) -> float:
-        return self._later.delay_s
-
-    @flush_s.setter
-    def flush_s(self, seconds: float) -> None:
-        self._later.delay_s = seconds
 
     def add(self, key: str) -> None:
         self._counts[key] = self._counts.get(key, 0) + 1
@@ -96,10 +88,6 @@ class Refusals:
                 for unwritten, m in counts[i:]:
                     self._counts[unwritten] = self._counts.get(unwritten, 0) + m
                 raise
-
-    async def aclose(self) -> None:
-        """Write what waits (before the hot store closes); a write under way is waited for."""
-        await self._later.aclose()
 
 
 def key(user: str) -> str:
