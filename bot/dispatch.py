@@ -32,7 +32,7 @@ SENT_TTL_S = 7 * 86_400  # how long a sent mark outlives a database outage in th
 def sent_key(channel: str, message_id: str) -> str:
     """The hot store's mark of a message whose replies were sent while its done mark could not be
     written (``Dispatcher._note_sent``)."""
-    return f"pb:sent:{channel}:{message_id}"
+    return f"pb:{{inbox}}:sent:{channel}:{message_id}"  # one hash tag, as every key has
 
 
 class Replier(Protocol):

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bot.dispatch import Dispatcher
+from bot.dispatch import Dispatcher, sent_key
 from bot.turn import Inbound
 from tests.budget.test_schema import drop as drop_schema
 from tests.conftest import Bot
@@ -323,7 +323,8 @@ async def test_replies_sent_before_a_long_database_outage_are_not_sent_again_by_
     await a.run(inbound)
     assert [m for m, _ in replier_a.sent] == ["m-0", "m-1"]
     await asyncio.sleep(0.02)  # A's first mark write failed, and it noted the sending
-    assert await bot.deps.hot.get_counters(["pb:sent:console:m-0", "pb:sent:console:m-1"]) == [None, 1]
+    marks = [sent_key("console", "m-0"), sent_key("console", "m-1")]
+    assert await bot.deps.hot.get_counters(marks) == [None, 1]
     bot.clock.advance(seconds=61)  # the lease ran out during the outage
     spy.fail["finish_inbox"] = 0  # the database is back; B's sweep comes before A's retry
     assert await b.resume() == 1
