@@ -101,7 +101,7 @@ async def built(stores: BenchStores, seq: int, chain: Sequence[Stage] | None = N
     made = build(settings, providers={"simulated": InstantProvider()})
     await made.deps.db.migrate()
     pipeline = Pipeline(made.deps, chain if chain is not None else STAGES)
-    bench = Bench(made.deps, pipeline, Dispatcher(pipeline, {"telegram": NullReplier()}), seq)
+    bench = Bench(made.deps, pipeline, Dispatcher(pipeline, {"telegram": NullReplier()}, made.deps.journal), seq)
     handle = pipeline.handle
 
     async def handled(inbound: Inbound, *, claimed: bool = False, conversation: Conversation | None = None) -> Turn:

@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from bot.pipeline import Pipeline
 from bot.stages import fold_after_reply, inbox_payload
 from bot.turn import Inbound, Turn
+from budget.journal import AnswerJournal, Key
 from budget.records import Conversation, Exchange
 
 log = logging.getLogger("pennybot.dispatch")
@@ -48,7 +49,9 @@ class Replier(Protocol):
 class Dispatcher:
     """Accepts inbound messages, runs them in the background and tracks them for shutdown."""
 
-    def __init__(self, pipeline: Pipeline, repliers: Mapping[str, Replier]) -> None:
+    def __init__(
+        self, pipeline: Pipeline, repliers: Mapping[str, Replier], journal: AnswerJournal | None = None
+    ) -> None:
         self.pipeline = pipeline
         self.repliers = dict(repliers)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -78,6 +81,24 @@ class Dispatcher:
         # is at 0): named in the writes, which another process's taking fences off.
         self._epochs: dict[tuple[str, str], int] = {}
         self.taken_over = 0  # messages another process took from this one while it worked on them
+        # When the lease this process holds of each message it claimed or took runs out, as far as it
+        # knows (claim, take-over, renewal): it may send an answer kept only in the journal until then.
+        self._leases: dict[Key, datetime] = {}
+        # With a journal (a network database's: ``Deps.journal``), answers are kept in it before
+        # they are sent, and written to the database in the background (``_write_marks``), before
+        # their done marks. Without one, each is written to the database before it is sent.
+        self.journal = journal
+        self._journaled: dict[Key, tuple[list[str], Exchange | None]] = {}
+        self._kept: set[Key] = set()  # messages with an answer in the journal
+        self._recovered = self.journal is None  # what a crash left in the journal is written first
+        # Users with an exchange computed here and not in the database yet, and when each user's
+        # conversation last changed (a count of changes): a claim's read of a conversation that was
+        # changing is not kept, its run reads it again once the change is stored.
+        self._unstored_users: dict[str, int] = {}
+        self._changes = 0
+        self._changed: dict[str, int] = {}
+        self._forgotten = 0  # the newest change of the users dropped from ``_changed``
+        self._landed: asyncio.Event | None = None  # set when a user's changes are stored, for a run waiting
 
     @property
     def db(self) -> Any:
@@ -92,17 +113,56 @@ class Dispatcher:
         before (drop it)."""
         deps = self.pipeline.deps
         body = inbox_payload(inbound) | (payload or {})
+        user, key, now = inbound.user_key, (inbound.channel, inbound.message_id), deps.clock()
+        began, settled = self._changes, user not in self._unstored_users
         # The conversation comes back with the claim (one round trip where the store can): the
         # message's run needs it next.
-        conversation = await deps.db.claim_inbox_reading(
-            inbound.channel, inbound.message_id, inbound.user_key, body, deps.clock(), self.lease_s
-        )
+        conversation = await deps.db.claim_inbox_reading(*key, user, body, now, self.lease_s)
         if conversation is None:
             return False
-        if inbound.user_key not in self._read and len(self._read) >= MAX_READ_AHEAD:
+        if len(self._leases) >= MAX_READ_AHEAD:
+            del self._leases[next(iter(self._leases))]  # its run, if it comes, stores before it sends
+        self._leases[key] = now + timedelta(seconds=self.lease_s)
+        if not settled or self._changed.get(user, self._forgotten) > began:
+            return True  # the conversation changed meanwhile: the run reads it again
+        if user not in self._read and len(self._read) >= MAX_READ_AHEAD:
             del self._read[next(iter(self._read))]  # runs that never came (an update no handler took)
-        self._read.setdefault(inbound.user_key, {})[(inbound.channel, inbound.message_id)] = conversation
+        self._read.setdefault(user, {})[key] = conversation
         return True
+
+    def _changing(self, user: str) -> None:
+        """A user's conversation is about to change here (an exchange to store)."""
+        self._unstored_users[user] = self._unstored_users.get(user, 0) + 1
+        self._changes += 1
+        self._changed.pop(user, None)
+        self._changed[user] = self._changes  # the newest last
+        if len(self._changed) > MAX_READ_AHEAD:
+            self._forgotten = self._changed.pop(next(iter(self._changed)))
+
+    def _changed_now(self, user: str) -> None:
+        """The change is stored (or given up): reads of the conversation see it from now on."""
+        left = self._unstored_users.pop(user) - 1
+        if left:
+            self._unstored_users[user] = left
+        elif self._landed is not None:
+            self._landed.set()
+            self._landed = None
+
+    async def _until_stored(self, user: str) -> None:
+        """Wait, for a third of the lease at most, until the user's exchanges computed here are in
+        the database, so the run that reads the conversation next sees them."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.lease_s / 3):
+                while user in self._unstored_users:
+                    if self._landed is None:
+                        self._landed = asyncio.Event()
+                    await self._landed.wait()
+
+    def _holds(self, key: Key) -> bool:
+        """Whether this process surely holds the message's lease for a while yet (a third of the lease
+        to spare, for the hosts' clocks): no other process can take it over before its reply is out."""
+        until = self._leases.get(key)
+        return until is not None and self.pipeline.deps.clock() < until - timedelta(seconds=self.lease_s / 3)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``work`` in the background, tracked for ``drain``."""
@@ -113,7 +173,6 @@ class Dispatcher:
 
     async def run(self, inbound: Inbound, replies: list[str] | None = None) -> None:
         """Answer a claimed message (or re-send its stored replies) and mark it done."""
-        deps = self.pipeline.deps
         replier = self.repliers[inbound.channel]
         key = (inbound.channel, inbound.message_id)
         if key in self._working:
@@ -125,6 +184,8 @@ class Dispatcher:
             replies = self._answered.get(key, replies)
             if replies is None:
                 read = self._read.get(inbound.user_key, {}).pop(key, None)
+                if read is None and inbound.user_key in self._unstored_users:
+                    await self._until_stored(inbound.user_key)
                 try:
                     async with replier.typing(inbound):
                         turn = await self.pipeline.handle(inbound, claimed=True, conversation=read)
@@ -133,13 +194,10 @@ class Dispatcher:
                 replies = self._answered[key] = turn.replies
                 self._unstored[key] = turn.exchange
             if key in self._unstored:
-                # The replies before they are sent, and the exchange with them, in one write: refused
-                # if another process took the message over meanwhile; it answers and sends.
-                epoch = self._epochs.get(key, 0)
-                if not await deps.db.answer_inbox(*key, replies, self._unstored[key], epoch):
-                    self._taken_over(key)
-                    return
-                del self._unstored[key]
+                if self.journal is not None and self._holds(key):
+                    self._store(key, replies)
+                elif not await self._store_now(key, replies):
+                    return  # taken over by another process meanwhile: it answers and sends
             if replies and key not in self._sent:
                 await replier.send(inbound, replies)
                 self._sent.add(key)
@@ -155,12 +213,41 @@ class Dispatcher:
             if key not in self._marks:  # else it is worked on until its mark is written
                 self._working.discard(key)
 
+    def _store(self, key: Key, replies: list[str]) -> None:
+        """Keep the replies, and the exchange with them, in the local journal before they are sent;
+        they reach the database in the background. Only while the lease surely holds (``_holds``)."""
+        assert self.journal is not None
+        exchange = self._unstored.pop(key)
+        self.journal.put(key, self._epochs.get(key, 0), replies, exchange)
+        self._kept.add(key)
+        if exchange is not None and exchange.turns:
+            self._changing(exchange.user_key)
+        self._journaled[key] = (replies, exchange)
+        self._write_soon()
+
+    async def _store_now(self, key: Key, replies: list[str]) -> bool:
+        """Store the replies before they are sent, and the exchange with them, in one write to the
+        database: refused if another process took the message over meanwhile (``_taken_over``)."""
+        exchange = self._unstored[key]
+        user = exchange.user_key if exchange is not None and exchange.turns else None
+        if user is not None:
+            self._changing(user)
+        try:
+            if not await self.pipeline.deps.db.answer_inbox(*key, replies, exchange, self._epochs.get(key, 0)):
+                self._taken_over(key)
+                return False
+        finally:
+            if user is not None:
+                self._changed_now(user)
+        del self._unstored[key]
+        return True
+
     def _taken_over(self, key: tuple[str, str]) -> None:
         """Forget a message another process took over: its answer here was paid for (the ledger
         has the row), but only the new owner's replies are stored and sent."""
         self.taken_over += 1
         log.warning("message %s:%s was taken over by another process after its lease ran out; not sent here", *key)
-        for held in (self._answered, self._unstored, self._epochs):
+        for held in (self._answered, self._unstored, self._epochs, self._leases):
             held.pop(key, None)
 
     def _mark_done(self, key: tuple[str, str]) -> None:
@@ -170,34 +257,84 @@ class Dispatcher:
         a sweep of this process never sends it again; a crash before the write re-sends its stored
         replies after the restart, as a crash between the send and the write always could."""
         self._marks[key] = self.pipeline.deps.clock()
+        if key in self._kept:
+            assert self.journal is not None
+            self.journal.sent(key)  # a restart then only marks it done
+        self._write_soon()
+
+    def _write_soon(self) -> None:
         if self._marking is None:
             self._marking = self.spawn(self._write_marks())
 
     async def _write_marks(self) -> None:
-        """Write every waiting done mark in one call, until none waits; retried with a growing
-        pause while the database is down."""
+        """Write every journaled answer, then every waiting done mark of an answer the database has,
+        in one call, until none waits; retried with a growing pause while the database is down."""
         try:
-            while self._marks:
-                batch = dict(self._marks)
+            while self._journaled or self._marks:
+                batch: dict[Key, datetime] = {}
                 try:
-                    await self.db.finish_inbox([(channel, mid, at) for (channel, mid), at in batch.items()])
+                    if self._journaled:
+                        await self._write_answers(dict(self._journaled))
+                    batch = {key: at for key, at in self._marks.items() if key not in self._journaled}
+                    if batch:
+                        await self.db.finish_inbox([(channel, mid, at) for (channel, mid), at in batch.items()])
                 except Exception as error:
                     self.mark_failures += 1
                     if self.mark_failures in (1, 10) or self.mark_failures % 100 == 0:
-                        log.warning("done marks not written (%s); %d wait", type(error).__name__, len(self._marks))
-                    await self._note_sent(batch)
+                        log.warning(
+                            "answers and done marks not written (%s); %d wait",
+                            type(error).__name__, len(self._marks.keys() | self._journaled.keys()),
+                        )  # fmt: skip
+                    await self._note_sent(dict(self._marks))
                     await asyncio.sleep(min(0.05 * 2**self.mark_failures, 5.0))
                     continue
                 self.mark_failures = 0
                 for key in batch:
                     del self._marks[key]
-                    self._answered.pop(key, None)
-                    self._sent.discard(key)
-                    self._noted.discard(key)
-                    self._working.discard(key)
-                    self._epochs.pop(key, None)
+                    self._forget(key)
+                self._unkeep(batch)
         finally:
             self._marking = None
+
+    def _forget(self, key: Key) -> None:
+        """A message is done here (marked done, or another process took it over)."""
+        self._answered.pop(key, None)
+        self._sent.discard(key)
+        self._noted.discard(key)
+        self._working.discard(key)
+        self._epochs.pop(key, None)
+        self._leases.pop(key, None)
+
+    def _unkeep(self, keys: Collection[Key]) -> None:
+        kept = [key for key in keys if key in self._kept]
+        if kept:
+            assert self.journal is not None
+            self.journal.drop(kept)
+            self._kept.difference_update(kept)
+
+    async def _write_answers(self, answers: Mapping[Key, tuple[list[str], Exchange | None]]) -> None:
+        """Write journaled answers to the database, each at the lease epoch held now (a take-over by
+        this process's own sweep moves it on). One refused was taken over by another process while
+        the database was out of reach: its new owner answers it, and this one forgets it."""
+        db = self.db
+        keys = list(answers)
+        writes = [db.answer_inbox(*key, *answers[key], self._epochs.get(key, 0)) for key in keys]
+        stored = [await writes[0]] if len(writes) == 1 else await asyncio.gather(*writes)
+        for key, mine in zip(keys, stored, strict=True):
+            exchange = self._journaled.pop(key)[1]
+            if exchange is not None and exchange.turns:
+                self._changed_now(exchange.user_key)
+            if mine:
+                continue
+            self.taken_over += 1
+            sent = key in self._sent
+            log.warning(
+                "message %s:%s was taken over by another process after its lease ran out; %s", *key,
+                "its reply was sent here and may be sent again" if sent else "not sent here",
+            )  # fmt: skip
+            self._marks.pop(key, None)
+            self._forget(key)
+            self._unkeep([key])
 
     async def _note_sent(self, batch: Mapping[tuple[str, str], datetime]) -> None:
         """The database is down, with replies sent and their done marks waiting: say so in the hot
@@ -263,18 +400,24 @@ class Dispatcher:
         key = (inbound.channel, inbound.message_id)
         while True:
             with contextlib.suppress(Exception):
-                if not await deps.db.renew_lease(*key, deps.clock(), self.lease_s, self._epochs.get(key, 0)):
+                now = deps.clock()
+                if not await deps.db.renew_lease(*key, now, self.lease_s, self._epochs.get(key, 0)):
                     return
+                if key in self._leases:
+                    self._leases[key] = now + timedelta(seconds=self.lease_s)
             await asyncio.sleep(self.lease_s / 3)
 
     async def resume(self) -> int:
         """Take over messages whose lease ran out: re-run those with no answer yet, re-send those
         answered, except those the hot store says were sent (``_note_sent``). Each is taken by one
-        process only."""
+        process only. The first time, what a crash left in the journal is written before."""
         deps = self.pipeline.deps
-        items = await deps.db.lease_open(deps.clock(), self.lease_s)
-        answered = [(i.channel, i.message_id) for i in items if i.replies is not None and i.channel in self.repliers]
-        sent = await self._sent_elsewhere([key for key in answered if key not in self._sent])
+        if not self._recovered:
+            await self._recover()
+        now = deps.clock()
+        items = await deps.db.lease_open(now, self.lease_s)
+        taken = [(i.channel, i.message_id) for i in items if i.channel in self.repliers]
+        sent = await self._sent_elsewhere([key for key in taken if key not in self._sent])
         for item in items:
             if item.channel not in self.repliers:
                 continue
@@ -282,16 +425,42 @@ class Dispatcher:
             # Taken at a new epoch: a run of it still going here (its lease ran out under it)
             # writes with this one, and the process it was taken from is fenced off.
             self._epochs[key] = item.epoch
+            self._leases[key] = now + timedelta(seconds=self.lease_s)
+            if key in self._journaled:  # its answer waits for the database here: at the new epoch
+                assert self.journal is not None
+                self.journal.put(key, item.epoch, *self._journaled[key])
+            replies = item.replies
             if key in sent:  # its replies are out: the run only marks it done
                 log.info("message %s:%s was sent before the database went down; marked done, not sent again", *key)
                 self._sent.add(key)
                 self.not_resent += 1
+                if replies is None:  # sent from a journal elsewhere: its exchange is that process's to store
+                    replies = []
             p = item.payload
             inbound = Inbound(
                 item.channel, p["chat_id"], p["user_id"], item.message_id, p["text"], p.get("kind", "text")
             )
-            self.spawn(self.run(inbound, item.replies))
+            self.spawn(self.run(inbound, replies))
         return len(items)
+
+    async def _recover(self) -> None:
+        """Write the answers a crash of this process left in its journal, before any message is
+        taken over: those sent are marked done, the others are re-sent from the database, and none
+        is paid for again. One another process took over meanwhile is its own (the write is fenced)."""
+        assert self.journal is not None
+        kept = self.journal.kept()
+        if kept:
+            db = self.db
+            stored = [await db.answer_inbox(*j.key, j.replies, j.exchange, j.epoch) for j in kept]
+            now = self.pipeline.deps.clock()
+            done = [(*j.key, now) for j, mine in zip(kept, stored, strict=True) if mine and j.sent]
+            await db.finish_inbox(done)
+            self.journal.drop([j.key for j in kept])
+            log.warning(
+                "%d answers the last run kept in its journal are stored: %d were sent, %d taken over elsewhere",
+                len(kept), len(done), stored.count(False),
+            )  # fmt: skip
+        self._recovered = True
 
     async def sweep(self, every_s: float) -> None:
         """Run until cancelled: take over messages whose lease ran out."""

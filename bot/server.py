@@ -185,7 +185,7 @@ def create_app(settings: Settings, built: Built | None = None) -> FastAPI:
     """The ASGI app. ``built`` lets tests hand in services built with their own clock."""
     protect(secrets_of(settings))
     built = built or build(settings)
-    runtime = Runtime(settings, built, Dispatcher(Pipeline(built.deps), {}))
+    runtime = Runtime(settings, built, Dispatcher(Pipeline(built.deps), {}, built.deps.journal))
     if settings.telegram_on:
         _telegram(settings, runtime)
     if settings.whatsapp_on:

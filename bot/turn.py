@@ -13,6 +13,7 @@ from bot.texts import Texts
 from budget.cache import AnswerCache
 from budget.complexity import Complexity
 from budget.context import ContextPolicy
+from budget.journal import AnswerJournal
 from budget.ledger import Admission, Budget
 from budget.money import ZERO
 from budget.outbox import Recorder
@@ -69,6 +70,8 @@ class Deps:
     clock: Callable[[], datetime]
     log: logging.Logger
     seen_users: set[str] = field(default_factory=set)  # registered in the users table by this process
+    # Where a network database's answers wait, on this host, until it has them (bot.dispatch).
+    journal: AnswerJournal | None = None
 
 
 @dataclass(slots=True)

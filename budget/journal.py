@@ -1,0 +1,88 @@
+"""The answers a process computed, kept on its own host until the database has them.
+
+With a network database, a message's replies (and the exchange's turns) are committed to this
+local SQLite file before they are sent, rather than to the database: tens of microseconds against
+a round trip. The dispatcher writes them to the database in the background, with the done mark of
+those it sent. A process that crashed finds here, at its restart, what it answered and whether it
+sent it, and writes that to the database before it takes any message over: nothing is paid for
+or sent twice. The file's durability is the outbox's (WAL, ``synchronous=normal``): it survives a
+crash of the process, not of the host.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from budget.records import Exchange
+
+Key = tuple[str, str]  # (channel, message_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Journaled:
+    """An answer kept here: written at the lease epoch its process held, and whether it was sent."""
+
+    key: Key
+    epoch: int
+    replies: list[str]
+    exchange: Exchange | None
+    sent: bool
+
+
+def _exchange(text: str | None) -> Exchange | None:
+    if text is None:
+        return None
+    data = json.loads(text)
+    turns = [(role, content, int(tokens), int(size)) for role, content, tokens, size in data["turns"]]
+    return Exchange(data["user_key"], turns, datetime.fromisoformat(data["at"]))
+
+
+class AnswerJournal:
+    """Answers not yet in the database, in a local SQLite file (the outbox's, in its own table)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._local.execute("pragma journal_mode=wal")
+        self._local.execute("pragma synchronous=normal")
+        self._local.execute(
+            "create table if not exists answers (channel text not null, message_id text not null,"
+            " epoch integer not null, replies text not null, exchange text, sent integer not null default 0,"
+            " primary key (channel, message_id))"
+        )
+
+    def put(self, key: Key, epoch: int, replies: Sequence[str], exchange: Exchange | None) -> None:
+        """Keep an answer before it is sent (a later answer of the same message replaces it)."""
+        kept = None
+        if exchange is not None:
+            kept = json.dumps(
+                {"user_key": exchange.user_key, "turns": list(exchange.turns), "at": exchange.at.isoformat()}
+            )
+        self._local.execute(
+            "insert or replace into answers (channel, message_id, epoch, replies, exchange) values (?, ?, ?, ?, ?)",
+            (*key, epoch, json.dumps(list(replies)), kept),
+        )
+
+    def sent(self, key: Key) -> None:
+        self._local.execute("update answers set sent = 1 where channel = ? and message_id = ?", key)
+
+    def drop(self, keys: Sequence[Key]) -> None:
+        """Forget answers the database has now (or that another process took over)."""
+        self._local.executemany("delete from answers where channel = ? and message_id = ?", keys)
+
+    def kept(self) -> list[Journaled]:
+        rows = self._local.execute(
+            "select channel, message_id, epoch, replies, exchange, sent from answers order by rowid"
+        ).fetchall()
+        return [
+            Journaled((channel, mid), epoch, json.loads(replies), _exchange(exchange), bool(sent))
+            for channel, mid, epoch, replies, exchange, sent in rows
+        ]
+
+    def close(self) -> None:
+        self._local.close()
