@@ -22,7 +22,7 @@ from bot.pipeline import Pipeline
 from bot.stages import fold_after_reply, inbox_payload
 from bot.turn import Inbound, Turn
 from budget.journal import AnswerJournal, Key
-from budget.records import Conversation, Exchange
+from budget.records import Answer, Conversation, Exchange
 
 log = logging.getLogger("pennybot.dispatch")
 
@@ -267,14 +267,15 @@ class Dispatcher:
             self._marking = self.spawn(self._write_marks())
 
     async def _write_marks(self) -> None:
-        """Write every journaled answer, then every waiting done mark of an answer the database has,
-        in one call, until none waits; retried with a growing pause while the database is down."""
+        """Write every journaled answer with the done mark of those sent, then every other waiting
+        done mark, in one call each, until none waits; retried with a growing pause while the
+        database is down."""
         try:
             while self._journaled or self._marks:
                 batch: dict[Key, datetime] = {}
                 try:
                     if self._journaled:
-                        await self._write_answers(dict(self._journaled))
+                        await self._write_answers()
                     batch = {key: at for key, at in self._marks.items() if key not in self._journaled}
                     if batch:
                         await self.db.finish_inbox([(channel, mid, at) for (channel, mid), at in batch.items()])
@@ -312,19 +313,27 @@ class Dispatcher:
             self.journal.drop(kept)
             self._kept.difference_update(kept)
 
-    async def _write_answers(self, answers: Mapping[Key, tuple[list[str], Exchange | None]]) -> None:
-        """Write journaled answers to the database, each at the lease epoch held now (a take-over by
-        this process's own sweep moves it on). One refused was taken over by another process while
-        the database was out of reach: its new owner answers it, and this one forgets it."""
-        db = self.db
-        keys = list(answers)
-        writes = [db.answer_inbox(*key, *answers[key], self._epochs.get(key, 0)) for key in keys]
-        stored = [await writes[0]] if len(writes) == 1 else await asyncio.gather(*writes)
-        for key, mine in zip(keys, stored, strict=True):
-            exchange = self._journaled.pop(key)[1]
-            if exchange is not None and exchange.turns:
-                self._changed_now(exchange.user_key)
+    async def _write_answers(self) -> None:
+        """Write the journaled answers to the database, each at the lease epoch held now (a take-over
+        by this process's own sweep moves it on), with the done mark of those sent. One refused was
+        taken over by another process while the database was out of reach: its new owner answers
+        it, and this one forgets it."""
+        answers = [
+            Answer(*key, replies, exchange, self._epochs.get(key, 0), self._marks.get(key))
+            for key, (replies, exchange) in self._journaled.items()
+        ]
+        stored = await self.db.store_answers(answers)
+        done: list[Key] = []
+        for answer, mine in zip(answers, stored, strict=True):
+            key = (answer.channel, answer.message_id)
+            del self._journaled[key]
+            if answer.exchange is not None and answer.exchange.turns:
+                self._changed_now(answer.exchange.user_key)
             if mine:
+                if answer.done_at is not None:
+                    del self._marks[key]
+                    self._forget(key)
+                    done.append(key)
                 continue
             self.taken_over += 1
             sent = key in self._sent
@@ -334,7 +343,8 @@ class Dispatcher:
             )  # fmt: skip
             self._marks.pop(key, None)
             self._forget(key)
-            self._unkeep([key])
+            done.append(key)
+        self._unkeep(done)
 
     async def _note_sent(self, batch: Mapping[tuple[str, str], datetime]) -> None:
         """The database is down, with replies sent and their done marks waiting: say so in the hot
@@ -450,15 +460,14 @@ class Dispatcher:
         assert self.journal is not None
         kept = self.journal.kept()
         if kept:
-            db = self.db
-            stored = [await db.answer_inbox(*j.key, j.replies, j.exchange, j.epoch) for j in kept]
             now = self.pipeline.deps.clock()
-            done = [(*j.key, now) for j, mine in zip(kept, stored, strict=True) if mine and j.sent]
-            await db.finish_inbox(done)
+            stored = await self.db.store_answers(
+                [Answer(*j.key, j.replies, j.exchange, j.epoch, now if j.sent else None) for j in kept]
+            )
             self.journal.drop([j.key for j in kept])
             log.warning(
                 "%d answers the last run kept in its journal are stored: %d were sent, %d taken over elsewhere",
-                len(kept), len(done), stored.count(False),
+                len(kept), sum(1 for j, mine in zip(kept, stored, strict=True) if mine and j.sent), stored.count(False),
             )  # fmt: skip
         self._recovered = True
 

@@ -121,6 +121,19 @@ class ResourceUse:
 
 
 @dataclass(frozen=True, slots=True)
+class Answer:
+    """A message's computed replies and exchange to store (``Database.store_answers``), at the
+    lease ``epoch`` its process holds; ``done_at`` is set if they were sent: marked done with them."""
+
+    channel: str
+    message_id: str
+    replies: Sequence[str]
+    exchange: Exchange | None
+    epoch: int
+    done_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class InboxItem:
     """An inbound message not yet done: ``replies`` is set once they were computed (status
     answered), so a restart sends them without running the message again. ``epoch`` counts the

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from budget.records import (
     AIRequest,
+    Answer,
     AuditEntry,
     Conversation,
     Exchange,
@@ -19,6 +20,16 @@ from budget.records import (
     StoredAlert,
     StoredTurn,
 )
+
+
+async def answer_each(db: Database, answers: Sequence[Answer]) -> list[bool]:
+    """``store_answers`` as one ``answer_inbox`` each, then one ``finish_inbox``: for the stores
+    without a single write for it."""
+    stored = [await db.answer_inbox(a.channel, a.message_id, a.replies, a.exchange, a.epoch) for a in answers]
+    await db.finish_inbox(
+        [(a.channel, a.message_id, a.done_at) for a, mine in zip(answers, stored, strict=True) if mine and a.done_at]
+    )
+    return stored
 
 
 class Database(Protocol):
@@ -117,6 +128,11 @@ class Database(Protocol):
     async def finish_inbox(self, sent: Sequence[tuple[str, str, datetime]]) -> None:
         """These messages' replies were sent (status done): (channel, message_id, sent at) each,
         all in one write where the store can."""
+        ...
+
+    async def store_answers(self, answers: Sequence[Answer]) -> list[bool]:
+        """``answer_inbox`` for each, and the done mark of each sent (``done_at`` set) whose answer
+        is the caller's, all in one write where the store can: whether each is the caller's."""
         ...
 
     async def open_inbox(self) -> list[InboxItem]:

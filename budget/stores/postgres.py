@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from budget.records import (
     AIRequest,
+    Answer,
     AuditEntry,
     Conversation,
     Exchange,
@@ -123,6 +124,29 @@ class PostgresDatabase:
         self._answer_sql = stored + mine
         self._answer_with_turns_sql = (
             f"{stored}, added as ({self._insert_turns(5, only_if='exists (select from stored)')}){mine}"
+        )
+        # store_answers: many answers, each with its done mark if sent, in one statement. The turns
+        # come as flat arrays, each row naming its answer (n); an answer is stored only if the
+        # message is the caller's and pending, a done mark only on its own answer. The two
+        # updates take disjoint rows (pending, answered), as one statement must.
+        self._store_answers_sql = (
+            "with m as (select * from unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::timestamptz[])"
+            " with ordinality as m (channel, message_id, reply, epoch, done_at, n)),"
+            f" answered as (update {self.s}inbox i set reply = m.reply::jsonb, done_at = m.done_at,"
+            " status = case when m.done_at is null then 'answered' else 'done' end from m"
+            " where i.channel = m.channel and i.message_id = m.message_id and i.lease_epoch = m.epoch"
+            " and i.status = 'pending' returning m.n),"
+            f" finished as (update {self.s}inbox i set status = 'done', done_at = m.done_at from m"
+            " where i.channel = m.channel and i.message_id = m.message_id and i.lease_epoch = m.epoch"
+            " and i.status = 'answered' and m.done_at is not null returning m.n),"
+            f" added as (insert into {self.s}messages (user_key, role, content, tokens, size, created_at)"
+            " select t.user_key, t.role, t.content, t.tokens, t.size, t.at from unnest($6::bigint[], $7::text[],"
+            " $8::text[], $9::text[], $10::integer[], $11::integer[], $12::timestamptz[]) with ordinality"
+            " as t (n, user_key, role, content, tokens, size, at, o)"
+            " where t.n in (select n from answered) order by t.o returning 1)"
+            " select exists (select from answered a where a.n = m.n) or exists (select from"
+            f" {self.s}inbox i where i.channel = m.channel and i.message_id = m.message_id"
+            " and i.lease_epoch = m.epoch and i.status <> 'pending') as mine from m order by m.n"
         )
         self._min, self._max = min_size, max_size
         self._pool: Any = None
@@ -380,6 +404,24 @@ class PostgresDatabase:
             exchange.at,
         )  # fmt: skip
         return bool(stored)
+
+    async def store_answers(self, answers: Sequence[Answer]) -> list[bool]:
+        if not answers:
+            return []
+        turns = [
+            (n, a.exchange.user_key, *turn, a.exchange.at)
+            for n, a in enumerate(answers, 1)
+            if a.exchange is not None
+            for turn in a.exchange.turns
+        ]
+        pool = await self._conn_pool()
+        rows = await pool.fetch(
+            self._store_answers_sql,
+            [a.channel for a in answers], [a.message_id for a in answers],
+            [json.dumps(list(a.replies)) for a in answers], [a.epoch for a in answers],
+            [a.done_at for a in answers], *([list(c) for c in zip(*turns, strict=True)] if turns else [[]] * 7),
+        )  # fmt: skip
+        return [bool(r["mine"]) for r in rows]
 
     async def finish_inbox(self, sent: Sequence[tuple[str, str, datetime]]) -> None:
         if not sent:

@@ -18,6 +18,7 @@ from typing import Any
 from budget.money import from_nano, to_nano
 from budget.records import (
     AIRequest,
+    Answer,
     AuditEntry,
     Conversation,
     Exchange,
@@ -31,7 +32,7 @@ from budget.records import (
     StoredTurn,
     quota_change,
 )
-from budget.stores.database import claim_then_read
+from budget.stores.database import answer_each, claim_then_read
 from providers.base import Usage
 
 _AI_COLUMNS = (
@@ -295,6 +296,9 @@ class SQLiteDatabase:
             self._db.execute("rollback")
             raise
         return held is not None
+
+    async def store_answers(self, answers: Sequence[Answer]) -> list[bool]:
+        return await answer_each(self, answers)
 
     async def finish_inbox(self, sent: Sequence[tuple[str, str, datetime]]) -> None:
         self._db.execute("begin")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from budget.money import NANO, NANOS_PER_USD
 from budget.records import (
     AIRequest,
+    Answer,
     AuditEntry,
     Conversation,
     Exchange,
@@ -33,7 +34,7 @@ from budget.records import (
     StoredAlert,
     StoredTurn,
 )
-from budget.stores.database import claim_then_read
+from budget.stores.database import answer_each, claim_then_read
 from providers.base import Usage
 
 if TYPE_CHECKING:
@@ -335,6 +336,9 @@ class SupabaseDatabase:
             turns = _turn_rows(exchange.turns)
             params |= {"p_user_key": exchange.user_key, "p_turns": turns, "p_now": exchange.at.isoformat()}
         return await self._rpc("pennybot_answer_inbox", params) is True
+
+    async def store_answers(self, answers: Sequence[Answer]) -> list[bool]:
+        return await answer_each(self, answers)
 
     async def finish_inbox(self, sent: Sequence[tuple[str, str, datetime]]) -> None:
         for channel, message_id, at in sent:  # a request each: the REST API updates by one filter

@@ -44,7 +44,7 @@ async def test_with_a_journal_the_claim_is_the_only_database_write_before_the_re
 ) -> None:
     bot: Bot = await make_bot(database_url=inbox_url, outbox_path=tmp_path / "ob.db")
     db = bot.deps.db
-    spy = Spy(db, "claim_inbox_reading", "conversation", "answer_inbox", "finish_inbox")
+    spy = Spy(db, "claim_inbox_reading", "conversation", "answer_inbox", "finish_inbox", "store_answers")
     journal = AnswerJournal(tmp_path / "j.db")
     seen: list[tuple[list[str], list[Any]]] = []
 
@@ -65,9 +65,9 @@ async def test_with_a_journal_the_claim_is_the_only_database_write_before_the_re
         await dispatcher.marks_written()
     assert [calls[-1] for calls, _ in seen] == ["claim_inbox_reading"] * 3
     assert [kept for _, kept in seen] == [[parts] for _, parts in replier.sent]
-    # Afterwards, in the background: the answer, then the done mark; the next claim reads the
-    # conversation with the exchange in it, so the run reads nothing more.
-    assert spy.calls == ["claim_inbox_reading", "send", "answer_inbox", "finish_inbox"] * 3
+    # Afterwards, in the background: the answer with its done mark, in one write; the next claim
+    # reads the conversation with the exchange in it, so the run reads nothing more.
+    assert spy.calls == ["claim_inbox_reading", "send", "store_answers"] * 3
     turns = (await db.conversation("console:a")).turns
     assert [t.content for t in turns if t.role == "user"] == [f"question number {i}" for i in range(3)]
     assert len(turns) == 6
@@ -105,7 +105,7 @@ async def test_answers_a_crash_left_in_the_journal_are_stored_and_neither_paid_n
     # any message is taken over: the sent one is marked done, the other is sent from the database.
     bot: Bot = await make_bot(**shared_stores, outbox_path=tmp_path / "ob.db")
     db = bot.deps.db
-    spy = Spy(db, "answer_inbox")
+    spy = Spy(db, "store_answers")
     path = tmp_path / "j.db"
     before = Dispatcher(bot.pipeline, {"console": Recording()}, AnswerJournal(path))
 
@@ -115,7 +115,7 @@ async def test_answers_a_crash_left_in_the_journal_are_stored_and_neither_paid_n
                 raise ConnectionError("the platform is down")
             await super().send(inbound, parts)
 
-    spy.fail["answer_inbox"] = 1_000  # the background write fails, however often it is retried
+    spy.fail["store_answers"] = 1_000  # the background write fails, however often it is retried
     crashed = Dispatcher(bot.pipeline, {"console": Failing()}, AnswerJournal(path))
     sent, unsent = Inbound("console", "u", "u", "sent", "first question"), Inbound("console", "v", "v", "unsent", "q")
     for inbound in (sent, unsent):
@@ -127,7 +127,7 @@ async def test_answers_a_crash_left_in_the_journal_are_stored_and_neither_paid_n
         task.cancel()
     await asyncio.sleep(0)
     assert [(j.key[1], j.sent) for j in AnswerJournal(path).kept()] == [("sent", True), ("unsent", False)]
-    spy.fail["answer_inbox"] = 0
+    spy.fail["store_answers"] = 0
     replier = Recording()
     restarted = Dispatcher(bot.pipeline, {"console": replier}, AnswerJournal(path))
     assert await restarted.resume() == 0  # stored; the leases still run
@@ -157,18 +157,18 @@ async def test_a_journaled_reply_sent_before_a_long_outage_is_not_answered_again
     # A's write, once the database is back, is refused: the message is B's now.
     bot: Bot = await make_bot(**shared_stores, outbox_path=tmp_path / "ob.db")
     db = bot.deps.db
-    spy = Spy(db, "answer_inbox", "finish_inbox")
+    spy = Spy(db, "store_answers")
     replier_a, replier_b = Recording(), Recording()
     a = Dispatcher(bot.pipeline, {"console": replier_a}, AnswerJournal(tmp_path / "a.db"))
     b = Dispatcher(bot.pipeline, {"console": replier_b}, AnswerJournal(tmp_path / "b.db"))
-    spy.fail["answer_inbox"] = 1_000
+    spy.fail["store_answers"] = 1_000
     inbound = Inbound("console", "u", "u", "m-1", "a question")
     assert await a.claim(inbound)
     await a.run(inbound)
     assert [m for m, _ in replier_a.sent] == ["m-1"]
     await asyncio.sleep(0.02)  # A's first write failed, and it noted the sending
     bot.clock.advance(seconds=61)
-    spy.fail["answer_inbox"] = 0  # the database is back; B's sweep comes before A's retry
+    spy.fail["store_answers"] = 0  # the database is back; B's sweep comes before A's retry
     assert await b.resume() == 1
     assert await b.drain(5) == 0 and await a.drain(5) == 0
     assert replier_b.sent == [] and b.not_resent == 1 and a.taken_over == 1
@@ -187,15 +187,15 @@ async def test_a_users_next_message_claimed_before_the_last_exchange_is_stored_w
     # so the second prompt carries the first exchange.
     bot: Bot = await make_bot(database_url=inbox_url, outbox_path=tmp_path / "ob.db")
     db = bot.deps.db
-    spy = Spy(db, "claim_inbox_reading", "answer_inbox", "conversation")
+    spy = Spy(db, "claim_inbox_reading", "store_answers", "conversation")
     stored = asyncio.Event()
-    answer = db.answer_inbox
+    answer = db.store_answers
 
     async def slow_answer(*args: Any, **kwargs: Any) -> Any:
         await stored.wait()
         return await answer(*args, **kwargs)
 
-    db.answer_inbox = slow_answer
+    db.store_answers = slow_answer
     dispatcher = Dispatcher(bot.pipeline, {"console": Recording()}, AnswerJournal(tmp_path / "j.db"))
     first, second = Inbound("console", "a", "a", "m-1", "my name is Ada"), Inbound("console", "a", "a", "m-2", "who?")
     assert await dispatcher.claim(first)
@@ -208,7 +208,7 @@ async def test_a_users_next_message_claimed_before_the_last_exchange_is_stored_w
     await run
     await dispatcher.marks_written()
     # The second claim's read is not used: the conversation is read again once the write is in.
-    assert spy.calls == ["claim_inbox_reading"] * 2 + ["answer_inbox", "conversation", "answer_inbox"]
+    assert spy.calls == ["claim_inbox_reading"] * 2 + ["store_answers", "conversation", "store_answers"]
     turns = (await db.conversation("console:a")).turns
     assert [t.content for t in turns if t.role == "user"] == ["my name is Ada", "who?"]
     rows = await db.requests(bot.clock.now - timedelta(days=1), bot.clock.now + timedelta(days=1))

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from benchmarks import roundtrips
-from budget.records import AIRequest, Conversation, Exchange, InboxItem, Kind, ResourceUse, Status
+from budget.records import AIRequest, Answer, Conversation, Exchange, InboxItem, Kind, ResourceUse, Status
 from budget.stores import Database, open_database
 from budget.stores.postgres import PostgresDatabase, _split_url, uses_statement_cache
 from budget.stores.supabase_rest import SupabaseDatabase
@@ -207,6 +207,39 @@ async def test_a_message_taken_over_fences_off_its_old_owner(db: Database) -> No
     assert await db.answer_inbox("telegram", "43", ["no such message"], None) is False
     await db.finish_inbox([("telegram", "42", late)])
     assert await db.renew_lease("telegram", "42", late, lease_s=60, epoch=2) is False  # done
+
+
+async def test_many_answers_and_the_done_marks_of_those_sent_are_stored_in_one_write(db: Database) -> None:
+    # A journal's answers reach the database in one write: sent ones done at once, unsent ones
+    # answered (to be re-sent), one stored before only marked done, one taken over refused.
+    for mid in ("1", "2", "3", "4"):
+        assert await db.claim_inbox("telegram", mid, f"telegram:{mid}", {"text": mid}, T0, lease_s=60)
+    assert await db.answer_inbox("telegram", "3", ["three"], None) is True  # stored before the send
+    assert len(await db.lease_open(T0 + timedelta(seconds=61), lease_s=60)) == 4  # all now at epoch 1
+    done = T0 + timedelta(seconds=62)
+
+    def exchange(user: str, reply: str) -> Exchange:
+        return Exchange(user, (("user", "q", 1, 1), ("assistant", reply, 2, 1)), T0)
+
+    answers = [
+        Answer("telegram", "1", ["one", "and more"], exchange("telegram:1", "one"), 1, done),
+        Answer("telegram", "2", ["two"], exchange("telegram:2", "two"), 1, None),
+        Answer("telegram", "3", ["three"], None, 1, done),
+        Answer("telegram", "4", ["four"], exchange("telegram:4", "four"), 0, done),  # epoch 0: not its own
+        Answer("telegram", "5", ["five"], None, 0, done),  # no such message
+    ]
+    assert await db.store_answers(answers) == [True, True, True, False, False]
+    assert sorted(await db.open_inbox(), key=lambda i: i.message_id) == [
+        InboxItem("telegram", "2", {"text": "2"}, ["two"]), InboxItem("telegram", "4", {"text": "4"}, None)
+    ]  # fmt: skip
+    for user, contents in (("telegram:1", ["q", "one"]), ("telegram:2", ["q", "two"]), ("telegram:4", [])):
+        assert [t.content for t in (await db.conversation(user)).turns] == contents
+    # Written again (its commit's reply was lost): nothing twice; message 2, sent since, is done now.
+    again = [answers[0], Answer("telegram", "2", ["two"], exchange("telegram:2", "two"), 1, done)]
+    assert await db.store_answers(again) == [True, True]
+    assert await db.open_inbox() == [InboxItem("telegram", "4", {"text": "4"}, None)]
+    assert len((await db.conversation("telegram:1")).turns) == len((await db.conversation("telegram:2")).turns) == 2
+    assert await db.store_answers([]) == []
 
 
 async def test_a_sqlite_file_from_before_the_fencing_gets_its_epoch_column(tmp_path: Path) -> None:
