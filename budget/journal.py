@@ -12,12 +12,12 @@ crash of the process, not of the host.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from budget.outbox import open_local
 from budget.records import Exchange
 
 Key = tuple[str, str]  # (channel, message_id)
@@ -46,10 +46,7 @@ class AnswerJournal:
     """Answers not yet in the database, in a local SQLite file (the outbox's, in its own table)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._local.execute("pragma journal_mode=wal")
-        self._local.execute("pragma synchronous=normal")
+        self._local = open_local(path)
         self._local.execute(
             "create table if not exists answers (channel text not null, message_id text not null,"
             " epoch integer not null, replies text not null, exchange text, sent integer not null default 0,"

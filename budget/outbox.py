@@ -92,6 +92,16 @@ def decode(text: str) -> AIRequest:
     return AIRequest(**data)
 
 
+def open_local(path: Path) -> sqlite3.Connection:
+    """A local SQLite file for what must outlive a crash of the process: WAL, ``synchronous=normal``
+    (a commit is tens of microseconds; it survives the process, not a crash of the host)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    local = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    local.execute("pragma journal_mode=wal")
+    local.execute("pragma synchronous=normal")
+    return local
+
+
 class OutboxRecorder:
     """A durable local outbox in front of a network database, flushed in the background."""
 
@@ -99,10 +109,7 @@ class OutboxRecorder:
         self.db = db
         self.batch = batch
         self.interval_s = interval_s
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._local.execute("pragma journal_mode=wal")
-        self._local.execute("pragma synchronous=normal")
+        self._local = open_local(path)
         self._local.execute(
             "create table if not exists outbox (seq integer primary key autoincrement, request_id text unique,"
             " user_key text not null, created_at text not null, cost_nano integer not null, tokens integer not null,"
