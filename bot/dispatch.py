@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Collection, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -89,7 +89,6 @@ class Dispatcher:
         # their done marks. Without one, each is written to the database before it is sent.
         self.journal = journal
         self._journaled: dict[Key, tuple[list[str], Exchange | None]] = {}
-        self._kept: set[Key] = set()  # messages with an answer in the journal
         self._recovered = self.journal is None  # what a crash left in the journal is written first
         # Users with an exchange computed here and not in the database yet, and when each user's
         # conversation last changed (a count of changes): a claim's read of a conversation that was
@@ -219,7 +218,6 @@ class Dispatcher:
         assert self.journal is not None
         exchange = self._unstored.pop(key)
         self.journal.put(key, self._epochs.get(key, 0), replies, exchange)
-        self._kept.add(key)
         if exchange is not None and exchange.turns:
             self._changing(exchange.user_key)
         self._journaled[key] = (replies, exchange)
@@ -244,11 +242,16 @@ class Dispatcher:
 
     def _taken_over(self, key: tuple[str, str]) -> None:
         """Forget a message another process took over: its answer here was paid for (the ledger
-        has the row), but only the new owner's replies are stored and sent."""
+        has the row), but only the new owner's replies are stored and sent. (One sent here from the
+        journal while the database was out of reach may be sent again by its new owner.)"""
         self.taken_over += 1
-        log.warning("message %s:%s was taken over by another process after its lease ran out; not sent here", *key)
-        for held in (self._answered, self._unstored, self._epochs, self._leases):
-            held.pop(key, None)
+        log.warning(
+            "message %s:%s was taken over by another process after its lease ran out; %s", *key,
+            "its reply was sent here and may be sent again" if key in self._sent else "not sent here",
+        )  # fmt: skip
+        self._unstored.pop(key, None)
+        self._marks.pop(key, None)
+        self._forget(key)
 
     def _mark_done(self, key: tuple[str, str]) -> None:
         """Queue the done mark of a message whose replies were sent. The reply is out: nothing
@@ -257,9 +260,8 @@ class Dispatcher:
         a sweep of this process never sends it again; a crash before the write re-sends its stored
         replies after the restart, as a crash between the send and the write always could."""
         self._marks[key] = self.pipeline.deps.clock()
-        if key in self._kept:
-            assert self.journal is not None
-            self.journal.sent(key)  # a restart then only marks it done
+        if self.journal is not None:
+            self.journal.sent(key)  # a restart then only marks it done (no row: stored before it was sent)
         self._write_soon()
 
     def _write_soon(self) -> None:
@@ -293,7 +295,7 @@ class Dispatcher:
                 for key in batch:
                     del self._marks[key]
                     self._forget(key)
-                self._unkeep(batch)
+                self._unkeep(list(batch))
         finally:
             self._marking = None
 
@@ -306,12 +308,10 @@ class Dispatcher:
         self._epochs.pop(key, None)
         self._leases.pop(key, None)
 
-    def _unkeep(self, keys: Collection[Key]) -> None:
-        kept = [key for key in keys if key in self._kept]
-        if kept:
-            assert self.journal is not None
-            self.journal.drop(kept)
-            self._kept.difference_update(kept)
+    def _unkeep(self, keys: Sequence[Key]) -> None:
+        """Drop these messages' answers from the journal: the database has them, or they are not ours."""
+        if self.journal is not None and keys:
+            self.journal.drop(keys)
 
     async def _write_answers(self) -> None:
         """Write the journaled answers to the database, each at the lease epoch held now (a take-over
@@ -329,21 +329,13 @@ class Dispatcher:
             del self._journaled[key]
             if answer.exchange is not None and answer.exchange.turns:
                 self._changed_now(answer.exchange.user_key)
-            if mine:
-                if answer.done_at is not None:
-                    del self._marks[key]
-                    self._forget(key)
-                    done.append(key)
-                continue
-            self.taken_over += 1
-            sent = key in self._sent
-            log.warning(
-                "message %s:%s was taken over by another process after its lease ran out; %s", *key,
-                "its reply was sent here and may be sent again" if sent else "not sent here",
-            )  # fmt: skip
-            self._marks.pop(key, None)
-            self._forget(key)
-            done.append(key)
+            if not mine:
+                self._taken_over(key)
+                done.append(key)
+            elif answer.done_at is not None:
+                del self._marks[key]
+                self._forget(key)
+                done.append(key)
         self._unkeep(done)
 
     async def _note_sent(self, batch: Mapping[tuple[str, str], datetime]) -> None:
@@ -362,7 +354,7 @@ class Dispatcher:
         self._noted.update(fresh)
 
     async def _sent_elsewhere(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Which of these answered messages a process sent before it could write their done marks."""
+        """Which of these messages a process sent before it could write their answers or done marks."""
         if not keys:
             return set()
         try:
@@ -458,16 +450,14 @@ class Dispatcher:
         taken over: those sent are marked done, the others are re-sent from the database, and none
         is paid for again. One another process took over meanwhile is its own (the write is fenced)."""
         assert self.journal is not None
-        kept = self.journal.kept()
+        kept = self.journal.kept(self.pipeline.deps.clock())
         if kept:
-            now = self.pipeline.deps.clock()
-            stored = await self.db.store_answers(
-                [Answer(*j.key, j.replies, j.exchange, j.epoch, now if j.sent else None) for j in kept]
-            )
-            self.journal.drop([j.key for j in kept])
+            stored = await self.db.store_answers(kept)
+            self.journal.drop([(a.channel, a.message_id) for a in kept])
+            sent = sum(1 for a, mine in zip(kept, stored, strict=True) if mine and a.done_at is not None)
             log.warning(
                 "%d answers the last run kept in its journal are stored: %d were sent, %d taken over elsewhere",
-                len(kept), sum(1 for j, mine in zip(kept, stored, strict=True) if mine and j.sent), stored.count(False),
+                len(kept), sent, stored.count(False),
             )  # fmt: skip
         self._recovered = True
 

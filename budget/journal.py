@@ -13,25 +13,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from budget.outbox import open_local
-from budget.records import Exchange
+from budget.records import Answer, Exchange
 
 Key = tuple[str, str]  # (channel, message_id)
-
-
-@dataclass(frozen=True, slots=True)
-class Journaled:
-    """An answer kept here: written at the lease epoch its process held, and whether it was sent."""
-
-    key: Key
-    epoch: int
-    replies: list[str]
-    exchange: Exchange | None
-    sent: bool
 
 
 def _exchange(text: str | None) -> Exchange | None:
@@ -72,12 +60,13 @@ class AnswerJournal:
         """Forget answers the database has now (or that another process took over)."""
         self._local.executemany("delete from answers where channel = ? and message_id = ?", keys)
 
-    def kept(self) -> list[Journaled]:
+    def kept(self, sent_at: datetime) -> list[Answer]:
+        """The answers kept, each at the epoch it was written at; one sent is done at ``sent_at``."""
         rows = self._local.execute(
             "select channel, message_id, epoch, replies, exchange, sent from answers order by rowid"
         ).fetchall()
         return [
-            Journaled((channel, mid), epoch, json.loads(replies), _exchange(exchange), bool(sent))
+            Answer(channel, mid, json.loads(replies), _exchange(exchange), epoch, sent_at if sent else None)
             for channel, mid, epoch, replies, exchange, sent in rows
         ]
 

@@ -419,7 +419,7 @@ class PostgresDatabase:
             self._store_answers_sql,
             [a.channel for a in answers], [a.message_id for a in answers],
             [json.dumps(list(a.replies)) for a in answers], [a.epoch for a in answers],
-            [a.done_at for a in answers], *([list(c) for c in zip(*turns, strict=True)] if turns else [[]] * 7),
+            [a.done_at for a in answers], *(_columns(turns) if turns else [[]] * 7),
         )  # fmt: skip
         return [bool(r["mine"]) for r in rows]
 
@@ -557,8 +557,8 @@ def _ai_request(row: Any) -> AIRequest:
     )  # fmt: skip
 
 
-def _columns(turns: Sequence[tuple[str, str, int, int]]) -> list[list[Any]]:
-    """(role, content, tokens, size) rows as four arrays, for ``unnest``."""
+def _columns(turns: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows (of turns: role, content, tokens, size) as an array a column, for ``unnest``."""
     return [list(column) for column in zip(*turns, strict=True)]
 
 

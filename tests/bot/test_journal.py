@@ -16,6 +16,7 @@ from tests.bot.test_dispatch import Recording, Spy, inbox_url, shared_stores
 from tests.conftest import Bot
 
 __all__ = ["inbox_url", "shared_stores"]  # fixtures
+T = datetime(2026, 11, 24, 10, tzinfo=UTC)  # when a journal's sent answers are marked done
 
 
 def test_the_journal_keeps_answers_with_their_exchange_and_sent_flag_across_a_reopen(tmp_path: Path) -> None:
@@ -28,15 +29,15 @@ def test_the_journal_keeps_answers_with_their_exchange_and_sent_flag_across_a_re
     journal.sent(("telegram", "1"))
     journal.close()
     reopened = AnswerJournal(path)  # after a crash: the same file
-    kept = reopened.kept()
-    assert [(j.key, j.epoch, j.replies, j.sent) for j in kept] == [
+    kept = reopened.kept(T)
+    assert [((j.channel, j.message_id), j.epoch, j.replies, j.done_at is not None) for j in kept] == [
         (("telegram", "1"), 0, ["part one", "part two"], True), (("telegram", "2"), 3, ["x"], False)
     ]  # fmt: skip
     assert kept[0].exchange == exchange and kept[1].exchange is None
     reopened.put(("telegram", "2"), 4, ["y"], None)  # taken over here at a new epoch: replaced
-    assert [(j.epoch, j.replies) for j in reopened.kept()][1] == (4, ["y"])
+    assert [(j.epoch, j.replies) for j in reopened.kept(T)][1] == (4, ["y"])
     reopened.drop([("telegram", "1"), ("telegram", "2")])
-    assert reopened.kept() == []
+    assert reopened.kept(T) == []
 
 
 async def test_with_a_journal_the_claim_is_the_only_database_write_before_the_reply(
@@ -52,7 +53,7 @@ async def test_with_a_journal_the_claim_is_the_only_database_write_before_the_re
         async def send(self, inbound: Inbound, parts: Sequence[str]) -> None:
             # At the send: the database was written once (the claim), the journal has the answer;
             # its background write starts once the send awaits.
-            seen.append((list(spy.calls), [j.replies for j in journal.kept()]))
+            seen.append((list(spy.calls), [j.replies for j in journal.kept(T)]))
             spy.calls.append("send")
             await super().send(inbound, parts)
 
@@ -71,7 +72,7 @@ async def test_with_a_journal_the_claim_is_the_only_database_write_before_the_re
     turns = (await db.conversation("console:a")).turns
     assert [t.content for t in turns if t.role == "user"] == [f"question number {i}" for i in range(3)]
     assert len(turns) == 6
-    assert await db.open_inbox() == [] and journal.kept() == []
+    assert await db.open_inbox() == [] and journal.kept(T) == []
 
 
 async def test_a_message_near_the_end_of_its_lease_is_stored_in_the_database_before_it_is_sent(
@@ -90,7 +91,7 @@ async def test_a_message_near_the_end_of_its_lease_is_stored_in_the_database_bef
     await asyncio.sleep(0.05)  # the model call is under way
     bot.clock.advance(seconds=40.5)  # INBOX_LEASE_S=60: 19.5 s left, under a third
     await run
-    assert spy.calls == ["answer_inbox"] and journal.kept() == []
+    assert spy.calls == ["answer_inbox"] and journal.kept(T) == []
     await dispatcher.run(quick)  # claimed at the same time, answered at the same moment: 19.5 s left too
     assert spy.calls == ["answer_inbox", "answer_inbox"]
     await dispatcher.marks_written()
@@ -126,12 +127,13 @@ async def test_answers_a_crash_left_in_the_journal_are_stored_and_neither_paid_n
     for task in list(crashed._tasks):  # the crash: its writer dies with it
         task.cancel()
     await asyncio.sleep(0)
-    assert [(j.key[1], j.sent) for j in AnswerJournal(path).kept()] == [("sent", True), ("unsent", False)]
+    kept = AnswerJournal(path).kept(T)
+    assert [(j.message_id, j.done_at) for j in kept] == [("sent", T), ("unsent", None)]
     spy.fail["store_answers"] = 0
     replier = Recording()
     restarted = Dispatcher(bot.pipeline, {"console": replier}, AnswerJournal(path))
     assert await restarted.resume() == 0  # stored; the leases still run
-    assert AnswerJournal(path).kept() == []
+    assert AnswerJournal(path).kept(T) == []
     assert [i.message_id for i in await db.open_inbox()] == ["unsent"]  # the sent one is done
     bot.clock.advance(seconds=61)
     assert await restarted.resume() == 1
@@ -145,7 +147,7 @@ async def test_answers_a_crash_left_in_the_journal_are_stored_and_neither_paid_n
     for user, question in (("console:u", "first question"), ("console:v", "q")):
         turns = (await db.conversation(user)).turns
         assert (turns[0].role, turns[0].content) == ("user", question) and len(turns) == 2
-    assert before.journal is not None and before.journal.kept() == []
+    assert before.journal is not None and before.journal.kept(T) == []
 
 
 async def test_a_journaled_reply_sent_before_a_long_outage_is_not_answered_again_by_the_process_that_takes_it(
@@ -176,7 +178,7 @@ async def test_a_journaled_reply_sent_before_a_long_outage_is_not_answered_again
     await bot.deps.recorder.flush()
     now = bot.clock.now
     assert [r.message_id for r in await db.requests(now - timedelta(days=1), now + timedelta(days=1))] == ["m-1"]
-    assert a.journal is not None and a.journal.kept() == []
+    assert a.journal is not None and a.journal.kept(T) == []
 
 
 async def test_a_users_next_message_claimed_before_the_last_exchange_is_stored_waits_for_it(
