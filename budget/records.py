@@ -134,6 +134,26 @@ class Answer:
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    """A message claimed on this host (its local journal) and not yet in the database's inbox:
+    written there later, with many others at once (``Database.land_claims``)."""
+
+    channel: str
+    message_id: str
+    user_key: str
+    payload: dict[str, Any]
+    received_at: datetime
+
+
+class Landing(StrEnum):
+    """What became of a claim written to the database (``Database.land_claims``)."""
+
+    MINE = "mine"  # inserted now, or there already with this claimant's token (a write retried)
+    ANSWERED = "answered"  # there before, from another claimant, with its replies stored or done
+    PENDING = "pending"  # there before, from another claimant (or one the store cannot tell), not answered
+
+
+@dataclass(frozen=True, slots=True)
 class InboxItem:
     """An inbound message not yet done: ``replies`` is set once they were computed (status
     answered), so a restart sends them without running the message again. ``epoch`` counts the

@@ -36,12 +36,14 @@ class Admit:
 
 class HitRead(NamedTuple):
     """What ``hit_and_get`` answers: the wait (0.0: allowed), the counters read, the cache entries
-    peeked at, and whether the ``Admit`` reservation was made."""
+    peeked at, whether the ``Admit`` reservation was made, and whether the ``once`` key was there
+    already (a repeat: nothing else was done)."""
 
     wait: float
     values: list[int | None]
     peeked: list[str | None]
     reserved: bool = False
+    repeated: bool = False
 
 
 class HotStore(Protocol):
@@ -49,6 +51,11 @@ class HotStore(Protocol):
 
     ``now`` is epoch seconds, passed in so tests drive the clock.
     """
+
+    # Whether ``hit_and_get``'s ``once`` costs no round trip of its own and is shared by every
+    # process using the store: True for Redis and the failover store (Redis first); False for the
+    # Postgres hot store (a statement of its own) and the in-process one (one process's).
+    dedupes: bool
 
     async def get_counters(self, keys: Sequence[str]) -> list[int | None]:
         """Current values; None for a counter that does not exist yet (to be seeded)."""
@@ -91,12 +98,21 @@ class HotStore(Protocol):
         keys: Sequence[str],
         peeks: Sequence[str] = (),
         admit: Admit | None = None,
+        *,
+        once: tuple[str, int] | None = None,
     ) -> HitRead:
         """``hit`` and ``get_counters`` in one round trip: a message's rate-limit event and its
         budget counters, read whether or not the event is allowed. ``peeks``: cache entries read in
         the same round trip, live values or None, with no bookkeeping (``cache_used`` does that).
         ``admit``: a reservation made in the same step on its conditions; a store that cannot do
-        it in the same round trip declines (``reserved`` False)."""
+        it in the same round trip declines (``reserved`` False).
+
+        ``once``: a key and its ttl in whole seconds, to drop a message seen before (a platform's
+        redelivery), in the same step (``dedupes``: at no round trip of its own). First, the key
+        is set to "1" with that ttl unless it exists, atomically (``set_once``). If it existed,
+        the call is a repeat and nothing else happens: no rate-limit event is counted, no counter
+        read, no entry peeked at, nothing reserved; the answer is ``HitRead(0.0, [], [], False,
+        True)``. Else it is set and everything goes on as without it (``repeated`` False)."""
         ...
 
     async def cache_get(self, key: str, now: float, counts: tuple[str, str] | None = None) -> str | None:

@@ -16,6 +16,7 @@ class MemoryHotStore:
     """Dicts and deques; nothing survives the process, by design (the ledger is the truth)."""
 
     scheme = "memory"
+    dedupes = False  # its once-keys live in one process only (and, as its flags, never expire)
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
@@ -92,8 +93,13 @@ class MemoryHotStore:
         keys: Sequence[str],
         peeks: Sequence[str] = (),
         admit: Admit | None = None,
+        *,
+        once: tuple[str, int] | None = None,
     ) -> HitRead:
-        # ``admit`` declined: in process, a separate reserve costs no round trip.
+        # ``once`` first and in the same step (set_once never waits); ``admit`` declined: in process,
+        # a separate reserve costs no round trip.
+        if once is not None and not await self.set_once(*once):
+            return HitRead(0.0, [], [], False, True)
         entries = [self._cache.get(k) for k in peeks]
         peeked = [e[0] if e is not None and e[1] > now else None for e in entries]
         return HitRead(await self.hit(key, limit, window_s, now), await self.get_counters(keys), peeked)

@@ -95,6 +95,7 @@ class PostgresHotStore:
     """Counters, reservations, the rate limiter and the answer cache in Postgres, each step atomic."""
 
     scheme = "postgresql"
+    dedupes = False  # hit_and_get's once-key is a statement of its own (set_once), not free
 
     def __init__(
         self,
@@ -297,9 +298,13 @@ class PostgresHotStore:
         keys: Sequence[str],
         peeks: Sequence[str] = (),
         admit: Admit | None = None,
+        *,
+        once: tuple[str, int] | None = None,
     ) -> HitRead:
         # The fallback store: two or three statements (the Redis store does it in one round trip),
-        # and ``admit`` declined.
+        # one more for ``once``, first, and ``admit`` declined.
+        if once is not None and not await self.set_once(*once):
+            return HitRead(0.0, [], [], False, True)
         wait, values = await self.hit(key, limit, window_s, now), await self.get_counters(keys)
         if not peeks:
             return HitRead(wait, values, [])

@@ -22,10 +22,12 @@ from budget.records import (
     AIRequest,
     Answer,
     AuditEntry,
+    Claim,
     Conversation,
     Exchange,
     InboxItem,
     Kind,
+    Landing,
     Quota,
     ResourceUse,
     Spend,
@@ -147,6 +149,23 @@ class PostgresDatabase:
             " select exists (select from answered a where a.n = m.n) or exists (select from"
             f" {self.s}inbox i where i.channel = m.channel and i.message_id = m.message_id"
             " and i.lease_epoch = m.epoch and i.status <> 'pending') as mine from m order by m.n"
+        )
+        # land_claims: many claims in one statement. The insert takes the keys in order, so two
+        # batches landing the same messages at once wait on each other rather than deadlock. The
+        # select reads the inbox as it was before the statement (a CTE's insert is not visible to
+        # it): inserted now, or there with this token (a retried write), is mine; another
+        # claimant's is answered once its replies are stored or sent; else, or not seen at all
+        # (inserted by a statement committed after this one began), pending.
+        self._land_claims_sql = (
+            "with claims as (select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])"
+            " with ordinality as c (channel, message_id, user_key, payload, received_at, n)),"
+            f" landed as (insert into {self.s}inbox (channel, message_id, user_key, payload, received_at, lease_until)"
+            " select channel, message_id, user_key, payload::jsonb, received_at, $7::timestamptz from claims"
+            " order by channel, message_id on conflict do nothing returning channel, message_id)"
+            " select case when l.channel is not null then 'mine' when i.status = 'done' or i.reply is not null"
+            " then 'answered' when i.payload->>'by' = $6::text then 'mine' else 'pending' end as landing"
+            " from claims c left join landed l on l.channel = c.channel and l.message_id = c.message_id"
+            f" left join {self.s}inbox i on i.channel = c.channel and i.message_id = c.message_id order by c.n"
         )
         self._min, self._max = min_size, max_size
         self._pool: Any = None
@@ -360,6 +379,18 @@ class PostgresDatabase:
             channel, message_id, user_key, json.dumps(payload), now, now + timedelta(seconds=lease_s),
         )  # fmt: skip
         return _conversation(rows[1:]) if rows else None
+
+    async def land_claims(self, claims: Sequence[Claim], token: str, now: datetime, lease_s: float) -> list[Landing]:
+        if not claims:
+            return []
+        pool = await self._conn_pool()
+        rows = await pool.fetch(
+            self._land_claims_sql,
+            [c.channel for c in claims], [c.message_id for c in claims], [c.user_key for c in claims],
+            [json.dumps({**c.payload, "by": token}) for c in claims], [c.received_at for c in claims], token,
+            now + timedelta(seconds=lease_s),
+        )  # fmt: skip
+        return [Landing(r["landing"]) for r in rows]
 
     async def renew_lease(self, channel: str, message_id: str, now: datetime, lease_s: float, epoch: int = 0) -> bool:
         pool = await self._conn_pool()

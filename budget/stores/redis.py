@@ -137,6 +137,7 @@ class RedisHotStore:
     """Counters, reservations, the rate limiter and the answer cache in Redis, each step atomic."""
 
     scheme = "redis"
+    dedupes = True  # hit_and_get's once-key rides in its script, in the store every process shares
 
     def __init__(self, url: str, *, max_connections: int = MAX_CONNECTIONS, timeout: float = POOL_TIMEOUT_S) -> None:
         clean, prefix = _split_url(url)
@@ -220,22 +221,28 @@ class RedisHotStore:
         keys: Sequence[str],
         peeks: Sequence[str] = (),
         admit: Admit | None = None,
+        *,
+        once: tuple[str, int] | None = None,
     ) -> HitRead:
         names = [self._k(key), *(self._k(k) for k in keys)]
         if peeks:
             names += [self._expiry, *(self._k(k) for k in peeks)]
         args: list[str | int] = [*_hit_args(limit, window_s, now), len(keys), _score(now), len(peeks)]
-        if admit is None:
+        if admit is None or not admit.holds:  # a reservation of no holds is none (and h 0 ends ARGV)
             args.append(0)
         else:
             names += [self._due, self._held_prefix + admit.reservation_id]
             args += self._admit_args(admit, keys, peeks, now)
-        oldest, values, entries, reserved = await self._hit_get(keys=names, args=args)
+        if once is not None:  # last of each: the script counts KEYS and ARGV to find it
+            names.append(self._k(once[0]))
+            args.append(max(1, int(once[1])))
+        oldest, values, entries, reserved, repeated = await self._hit_get(keys=names, args=args)
         return HitRead(
             _wait(oldest or None, window_s, now),
             [None if v is None else int(v) for v in values],
             [e or None for e in entries],
             bool(reserved),
+            bool(repeated),
         )
 
     def _admit_args(self, admit: Admit, keys: Sequence[str], peeks: Sequence[str], now: float) -> list[str | int]:

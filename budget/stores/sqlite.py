@@ -20,10 +20,12 @@ from budget.records import (
     AIRequest,
     Answer,
     AuditEntry,
+    Claim,
     Conversation,
     Exchange,
     InboxItem,
     Kind,
+    Landing,
     Quota,
     ResourceUse,
     Spend,
@@ -248,6 +250,40 @@ class SQLiteDatabase:
     ) -> Conversation | None:
         # In process, no round trip to save: the claim, then the read.
         return await claim_then_read(self, channel, message_id, user_key, payload, now, lease_s)
+
+    async def land_claims(self, claims: Sequence[Claim], token: str, now: datetime, lease_s: float) -> list[Landing]:
+        if not claims:
+            return []
+        until = _ts(now + timedelta(seconds=lease_s))
+        landed = []
+        self._db.execute("begin immediate")  # one writer at a time: each insert and its read are one step
+        try:
+            for c in claims:
+                cur = self._db.execute(
+                    "insert or ignore into inbox (channel, message_id, user_key, payload, received_at, lease_until)"
+                    " values (?, ?, ?, ?, ?, ?)",
+                    (c.channel, c.message_id, c.user_key, json.dumps({**c.payload, "by": token}), _ts(c.received_at),
+                     until),
+                )  # fmt: skip
+                if cur.rowcount == 1:
+                    landed.append(Landing.MINE)
+                    continue
+                # There before (an ignored insert changes nothing): whose, and how far along.
+                payload, status, reply = self._db.execute(
+                    "select payload, status, reply from inbox where channel = ? and message_id = ?",
+                    (c.channel, c.message_id),
+                ).fetchone()
+                if status == "done" or reply is not None:
+                    landed.append(Landing.ANSWERED)
+                elif json.loads(payload).get("by") == token:
+                    landed.append(Landing.MINE)
+                else:
+                    landed.append(Landing.PENDING)
+            self._db.execute("commit")
+        except BaseException:
+            self._db.execute("rollback")
+            raise
+        return landed
 
     async def renew_lease(self, channel: str, message_id: str, now: datetime, lease_s: float, epoch: int = 0) -> bool:
         cur = self._db.execute(

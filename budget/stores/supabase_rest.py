@@ -23,10 +23,12 @@ from budget.records import (
     AIRequest,
     Answer,
     AuditEntry,
+    Claim,
     Conversation,
     Exchange,
     InboxItem,
     Kind,
+    Landing,
     Quota,
     ResourceUse,
     Spend,
@@ -34,7 +36,7 @@ from budget.records import (
     StoredAlert,
     StoredTurn,
 )
-from budget.stores.database import answer_each, claim_then_read
+from budget.stores.database import answer_each, claim_then_read, land_each
 from providers.base import Usage
 
 if TYPE_CHECKING:
@@ -306,6 +308,11 @@ class SupabaseDatabase:
         # Two requests: one would need a new SQL function, for little (a REST request costs far
         # more than the round trip it would save).
         return await claim_then_read(self, channel, message_id, user_key, payload, now, lease_s)
+
+    async def land_claims(self, claims: Sequence[Claim], token: str, now: datetime, lease_s: float) -> list[Landing]:
+        # A request each, and no read of the messages there before: one would need a new SQL
+        # function (and migration) to tell a retried or answered claim from a pending one.
+        return await land_each(self, claims, token, now, lease_s)
 
     async def renew_lease(self, channel: str, message_id: str, now: datetime, lease_s: float, epoch: int = 0) -> bool:
         from postgrest.types import CountMethod, ReturnMethod

@@ -10,7 +10,18 @@ import asyncpg
 import pytest
 
 from benchmarks import roundtrips
-from budget.records import AIRequest, Answer, Conversation, Exchange, InboxItem, Kind, ResourceUse, Status
+from budget.records import (
+    AIRequest,
+    Answer,
+    Claim,
+    Conversation,
+    Exchange,
+    InboxItem,
+    Kind,
+    Landing,
+    ResourceUse,
+    Status,
+)
 from budget.stores import Database, open_database
 from budget.stores.postgres import PostgresDatabase, _split_url, uses_statement_cache
 from budget.stores.supabase_rest import SupabaseDatabase
@@ -242,6 +253,54 @@ async def test_many_answers_and_the_done_marks_of_those_sent_are_stored_in_one_w
     assert await db.store_answers([]) == []
 
 
+async def test_claims_from_a_journal_land_in_one_write_each_once(db: Database) -> None:
+    # Received on this host at T0, T0 + 1 s, T0 + 2 s; written to the database in the background at
+    # T0 + 5 s: received when they came, leased from when they landed.
+    now, lease = T0 + timedelta(seconds=5), 60
+    claims = [Claim("telegram", str(i), f"u{i}", {"text": f"q{i}"}, T0 + timedelta(seconds=i)) for i in range(3)]
+    assert await db.land_claims(claims, "host-a", now, lease) == [Landing.MINE] * 3
+    assert await db.open_inbox() == [
+        InboxItem("telegram", str(i), {"text": f"q{i}", "by": "host-a"}, None) for i in range(3)
+    ]
+    # Written again (its commit's reply was lost): nothing twice, and still this host's. The REST
+    # store cannot tell a retry from another claimant's without a read: pending.
+    retried = Landing.PENDING if isinstance(db, SupabaseDatabase) else Landing.MINE
+    assert await db.land_claims(claims, "host-a", now, lease) == [retried] * 3
+    assert len(await db.open_inbox()) == 3
+    # Leased until now + lease, at epoch 0: not from when each was received.
+    assert await db.lease_open(now + timedelta(seconds=lease - 1), lease) == []
+    taken = await db.lease_open(now + timedelta(seconds=lease + 1), lease)
+    assert taken == [InboxItem("telegram", str(i), {"text": f"q{i}", "by": "host-a"}, None, 1) for i in range(3)]
+    assert await db.land_claims([], "host-a", now, lease) == []
+
+
+async def test_a_claim_landing_after_another_claimants_says_how_far_that_one_got(db: Database) -> None:
+    # Before the journal's write: 1 claimed by a webhook (no token), 2 answered, 3 answered and
+    # sent, 4 done without a stored answer; 5 landed by host B; 6 is new.
+    for mid in ("1", "2", "3", "4"):
+        assert await db.claim_inbox("telegram", mid, f"telegram:{mid}", {"text": mid}, T0)
+    assert await db.answer_inbox("telegram", "2", ["two"]) is True
+    assert await db.store_answers([Answer("telegram", "3", ["three"], None, 0, T0)]) == [True]
+    await db.finish_inbox([("telegram", "4", T0)])
+    b = Claim("telegram", "5", "telegram:5", {"text": "5"}, T0)
+    assert await db.land_claims([b], "host-b", T0, 60) == [Landing.MINE]
+    claims = [Claim("telegram", mid, f"telegram:{mid}", {"text": "mine?"}, T0) for mid in "123456"]
+    # The REST store cannot tell an answered message from a pending one without a read.
+    answered = Landing.PENDING if isinstance(db, SupabaseDatabase) else Landing.ANSWERED
+    assert await db.land_claims(claims, "host-a", T0, 60) == [
+        Landing.PENDING, answered, answered, answered, Landing.PENDING, Landing.MINE
+    ]  # fmt: skip
+    # The rows there before are untouched: their payload, claimant and answers are theirs.
+    assert sorted(await db.open_inbox(), key=lambda i: i.message_id) == [
+        InboxItem("telegram", "1", {"text": "1"}, None), InboxItem("telegram", "2", {"text": "2"}, ["two"]),
+        InboxItem("telegram", "5", {"text": "5", "by": "host-b"}, None),
+        InboxItem("telegram", "6", {"text": "mine?", "by": "host-a"}, None),
+    ]  # fmt: skip
+    # Its own claim, answered since, delivered to it again: a redelivery, not a retried write.
+    assert await db.store_answers([Answer("telegram", "6", ["six"], None, 0, T0)]) == [True]
+    assert await db.land_claims(claims[5:], "host-a", T0, 60) == [answered]
+
+
 async def test_a_sqlite_file_from_before_the_fencing_gets_its_epoch_column(tmp_path: Path) -> None:
     import sqlite3
     from importlib import resources
@@ -420,6 +479,19 @@ async def test_each_hot_path_call_is_one_round_trip_on_a_direct_connection(
     assert conv.summary is not None and conv.summary.content == "s1"
     assert [t.content for t in conv.turns] == ["q1", "a1"]  # q0, a0 folded
     assert await db.claim_inbox_reading("telegram", "1", "u", {}, T0) is None
+
+
+async def test_a_batch_of_claims_lands_in_one_round_trip(pg: tuple[PostgresDatabase, roundtrips.Tally]) -> None:
+    db, tally = pg
+    claims = [Claim("telegram", str(i), "u", {"text": f"q{i}"}, T0) for i in range(50)]
+    assert await db.land_claims(claims[:1], "host-a", T0, 60) == [Landing.MINE]  # prepared once, then cached
+    tally.begin(1)
+    assert await db.land_claims(claims, "host-a", T0, 60) == [Landing.MINE] * 50
+    counted = tally.end()
+    assert list(counted.labels.elements()) == [("postgres", "bind_execute: with claims")]
+    tally.begin(2)
+    assert await db.land_claims([], "host-a", T0, 60) == []
+    assert list(tally.end().labels.elements()) == []
 
 
 async def test_turns_are_stored_all_or_none_and_the_connection_stays_usable(

@@ -19,7 +19,7 @@ from budget.ledger import Budget, Limits
 from budget.money import to_nano
 from budget.periods import Calendar
 from budget.records import Spend
-from budget.stores import Admit, Hold
+from budget.stores import Admit, HitRead, Hold
 from budget.stores.failover import EPOCH_KEY, FailoverHotStore, StoresUnavailable
 from budget.stores.pg_hot import PostgresHotStore
 from budget.stores.postgres import PostgresDatabase
@@ -390,6 +390,37 @@ async def test_a_reservation_made_with_the_rate_limit_is_settled_like_any_other(
         assert hot.using == 1
     finally:
         await hot.aclose()
+
+
+async def test_a_once_key_rides_with_the_rate_limit_on_the_store_in_use(
+    redis_server: ThrowawayRedis, pg_url: str
+) -> None:
+    hot = failover(redis_server.url, pg_url)
+    direct = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    pg = PostgresHotStore(pg_url)
+    seen = "pb:{inbox}:seen:telegram:1"
+    try:
+        assert FailoverHotStore.dedupes is True
+        await hot.seed_counter(USER, 100, 3600)
+        read = await hot.hit_and_get("pb:{u1}:rl", 1, 60, 0, [USER], once=(seen, 60))
+        assert (read.wait, read.values, read.repeated) == (0.0, [100], False)
+        assert (hot.using, await direct.get(seen), await pg.get_counters([seen])) == (0, "1", [None])  # on Redis
+        assert 59 <= await direct.ttl(seen) <= 60
+        admit = Admit("r1", [Hold(USER, 50, 1_000)], [900], 60)
+        again = await hot.hit_and_get("pb:{u2}:rl", 1, 60, 1, [USER], (), admit, once=(seen, 60))
+        assert again == HitRead(0.0, [], [], False, True)
+        assert (await hot.get_counters([USER]), hot._open) == ([100], {})  # no hold
+        assert await hot.hit("pb:{u2}:rl", 1, 60, now=2) == 0.0  # the repeat counted no event
+        redis_server.stop()
+        # On Postgres now: a flag set on Redis is not seen there (rule c), and is set there, by its name.
+        read = await hot.hit_and_get("pb:{u1}:rl", 1, 60, 3, [USER], once=(seen, 60))
+        assert (read.wait, read.repeated, hot.using) == (0.0, False, 1)
+        assert await pg.get_counters([seen]) == [1]
+        assert (await hot.hit_and_get("pb:{u1}:rl", 1, 60, 4, [USER], once=(seen, 60))).repeated
+    finally:
+        await hot.aclose()
+        await direct.aclose()
+        await pg.aclose()
 
 
 @pytest.fixture

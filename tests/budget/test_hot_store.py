@@ -15,10 +15,11 @@ from hypothesis import strategies as st
 from budget.cache import AnswerCache, CachedAnswer
 from budget.money import usd
 from budget.ratelimit import RateLimiter
-from budget.stores import Hold, HotStore, open_hot_store
+from budget.stores import Admit, HitRead, Hold, HotStore, open_hot_store
 from budget.stores.memory import MemoryHotStore
 from budget.stores.pg_hot import PostgresHotStore
 from budget.stores.postgres import PostgresDatabase
+from budget.stores.redis import RedisHotStore
 from tests.budget.test_redis_store import REDIS_URL, _limiter_and_cache, _money, _step, redis_namespace
 from tests.conftest import PG_DSN
 
@@ -131,12 +132,13 @@ async def test_a_rate_limit_hit_reads_counters_in_the_same_step(hot: HotStore) -
     await hot.seed_counter("pb:{u}:usd:month:2026-11", 1_500, 3600)
     keys = ["pb:{u}:usd:month:2026-11", "pb:{global}:usd:month:2026-11"]
     limiter = RateLimiter(hot, per_minute=2)
-    assert await limiter.wait_time_and_read("u", 0.0, keys) == (0, [1_500, None], [], False)
-    assert await limiter.wait_time_and_read("u", 10.0, keys) == (0, [1_500, None], [], False)
+    assert await limiter.wait_time_and_read("u", 0.0, keys) == (0, [1_500, None], [], False, False)
+    assert await limiter.wait_time_and_read("u", 10.0, keys) == (0, [1_500, None], [], False, False)
     await hot.seed_counter("pb:{global}:usd:month:2026-11", 7, 3600)
     # over the limit: not counted, and the counters are read all the same
-    assert await limiter.wait_time_and_read("u", 20.0, keys) == (40, [1_500, 7], [], False)
-    assert await limiter.wait_time_and_read("u", 60.0, []) == (0, [], [], False)  # the first event left the window
+    assert await limiter.wait_time_and_read("u", 20.0, keys) == (40, [1_500, 7], [], False, False)
+    # the first event left the window
+    assert await limiter.wait_time_and_read("u", 60.0, []) == (0, [], [], False, False)
     assert await limiter.wait_time("u", 60.0) == 10  # the same log as wait_time's
 
 
@@ -145,11 +147,60 @@ async def test_a_rate_limit_hit_peeks_at_cache_entries_without_counting_them(hot
     await hot.cache_put("pb:{cache}:a:1", "one", 100, 10, now=0)
     await hot.cache_put("pb:{cache}:a:2", "two", 5, 10, now=0)
     peeks = ["pb:{cache}:a:1", "pb:{cache}:a:2", "pb:{cache}:a:3"]
-    assert await limiter.wait_time_and_read("u", 1.0, [], peeks) == (0, [], ["one", "two", None], False)
+    assert await limiter.wait_time_and_read("u", 1.0, [], peeks) == (0, [], ["one", "two", None], False, False)
     # the rate limit refuses; the entries are read all the same, "two" has expired at 5
-    assert await limiter.wait_time_and_read("u", 5.0, ["c"], peeks) == (56, [None], ["one", None, None], False)
+    assert await limiter.wait_time_and_read("u", 5.0, ["c"], peeks) == (56, [None], ["one", None, None], False, False)
     assert await hot.get_counters(["pb:{cache}:hits", "pb:{cache}:misses"]) == [None, None]
     assert await hot.cache_size(now=1) == 2  # a peek neither removes nor counts
+
+
+async def test_a_once_key_rides_with_the_rate_limit_and_a_repeat_does_nothing_else(hot: HotStore) -> None:
+    seen, usd, quota = "pb:{inbox}:seen:telegram:1", "pb:{u}:usd", "pb:{u}:quota"
+    await hot.set_counters({usd: 1_500, quota: 7}, 3600)
+    keys, peeks = [usd, "pb:{global}:usd", quota], ["pb:{cache}:a:1"]
+    await hot.cache_put(peeks[0], "cached", 60, 10, now=0)
+
+    def admit(rid: str) -> Admit:
+        return Admit(rid, [Hold(usd, 100, 10_000)], [9_000], 60, {quota: 7})
+
+    rides = isinstance(hot, RedisHotStore)  # the others decline ``admit``: the caller reserves
+    first = await hot.hit_and_get("pb:{u}:rl", 1, 60, 1.0, keys, peeks, admit("r1"), once=(seen, 60))
+    assert first == HitRead(0.0, [1_500, None, 7], ["cached"], rides, False)
+    held = 1_600 if rides else 1_500
+    assert await hot.get_counters([usd]) == [held]
+    # The same message again, here under another user's rate limit: a repeat, and nothing else.
+    again = await hot.hit_and_get("pb:{u2}:rl", 1, 60, 2.0, keys, peeks, admit("r2"), once=(seen, 60))
+    assert again == HitRead(0.0, [], [], False, True)
+    assert await hot.get_counters([usd]) == [held]  # no reservation
+    # u2's limit of 1 is still whole: had the repeat counted its event, this one would wait 59 s.
+    assert await hot.hit_and_get("pb:{u2}:rl", 1, 60, 3.0, []) == HitRead(0.0, [], [], False, False)
+    assert (await hot.hit_and_get("pb:{u2}:rl", 1, 60, 4.0, [])).wait == 59.0
+    # u1 is at its limit; a repeat still only says that it is one.
+    assert await hot.hit_and_get("pb:{u}:rl", 1, 60, 5.0, keys, once=(seen, 60)) == HitRead(0.0, [], [], False, True)
+    # Another message is no repeat: its event is counted (refused by u1's limit) and the counters read.
+    other = await hot.hit_and_get("pb:{u}:rl", 1, 60, 6.0, keys, once=("pb:{inbox}:seen:telegram:2", 60))
+    assert other == HitRead(55.0, [held, None, 7], [], False, False)
+
+
+async def test_a_once_key_lives_for_its_ttl(hot: HotStore) -> None:
+    seen = "pb:{inbox}:seen:telegram:1"
+    assert not (await hot.hit_and_get("rl", 5, 60, 0.0, [], once=(seen, 60))).repeated
+    if isinstance(hot, RedisHotStore):
+        assert 59 <= await hot.redis.ttl(hot._k(seen)) <= 60  # set with its ttl, in the script
+    elif isinstance(hot, PostgresHotStore):  # server time, as Redis's: its row is moved past its ttl
+        with psycopg.connect(hot._dsn, autocommit=True) as conn:
+            table = f"{hot.schema}.hot_counters"
+            left = conn.execute(f"select extract(epoch from expires_at - now()) from {table} where key = %s", [seen])
+            assert 59 <= left.fetchone()[0] <= 60  # type: ignore[index]
+            conn.execute(f"update {table} set expires_at = now() - interval '1 s' where key = %s", [seen])
+        assert not (await hot.hit_and_get("rl", 5, 60, 1.0, [], once=(seen, 60))).repeated  # expired: a first time
+    # Within its ttl, a repeat (the memory store's flags, as its set_once's, last as long as the process).
+    assert (await hot.hit_and_get("rl", 5, 60, 2.0, [], once=(seen, 60))).repeated
+
+
+async def test_which_stores_dedupe_in_the_rate_limits_round_trip(hot: HotStore) -> None:
+    # Postgres sets a once-key in a statement of its own; Redis in the script, memory in process.
+    assert hot.dedupes is {MemoryHotStore: False, RedisHotStore: True, PostgresHotStore: False}[type(hot)]
 
 
 async def test_cache_used_marks_recency_removes_the_expired_and_counts(hot: HotStore) -> None:

@@ -1,20 +1,38 @@
--- A message's first step in one round trip: a rate-limit event, a read of counters, a look at
--- cache entries and, on conditions, a reservation (reserve_core.lua, put before this file).
+-- A message's first step in one round trip: a dedupe flag, a rate-limit event, a read of
+-- counters, a look at cache entries and, on conditions, a reservation (reserve_core.lua, put
+-- before this file).
 -- KEYS[1] the rate-limit log (as in hit.lua); KEYS[2..n+1] the counters to read; with p peeks,
 -- KEYS[n+2] the cache's expiry set (as in cache_get.lua) and KEYS[n+3..n+p+2] the entries; with
 -- holds, then the sorted set of reservations by expiry and this reservation's hash (reserve.lua).
 -- ARGV[1..5] as in hit.lua, ARGV[6] n, ARGV[7] now, ARGV[8] p, ARGV[9] h, the number of holds
--- (0: no reservation). With holds: ARGV[10] the reservation's expiry, ARGV[11] its id, ARGV[12]
--- the key prefix of reservation hashes, ARGV[13] 'unless': a peek's index (0 for none), ARGV[14] e,
--- then e pairs (a counter's index among the n, the value it must hold), then h quadruples (the
--- counter's index among the n, amount, limit, ceiling; '' for none).
--- Returns {wait, values, entries, reserved}: wait is '' if the event is allowed (and counted),
--- else the oldest event's time as a string; values are the counters (nil where missing), read
--- whether or not the event was allowed; entries are the live cache values (false where missing
--- or expired), read only: the caller marks what it used later, for many messages in one step
--- (cache_used.lua); reserved is 1 if the reservation was made: the event allowed, the 'unless'
--- entry not live, every expected value there, every held counter present and at most its ceiling
--- as read, and every hold within its limit. Else nothing is held.
+-- (0: no reservation, and no more reservation arguments). With holds: ARGV[10] the reservation's
+-- expiry, ARGV[11] its id, ARGV[12] the key prefix of reservation hashes, ARGV[13] 'unless': a
+-- peek's index (0 for none), ARGV[14] e, then e pairs (a counter's index among the n, the value it
+-- must hold), then h quadruples (the counter's index among the n, amount, limit, ceiling; '' for
+-- none).
+-- Last, only with a once-key (a message's dedupe flag): the key after every other key, its ttl in
+-- seconds after every other argument; found by counting KEYS and ARGV against the layout above.
+-- It is set first (SET NX EX); if it existed already, the call is a repeat and nothing else is
+-- done: no event counted, nothing read or held.
+-- Returns {wait, values, entries, reserved, repeated}; for a repeat {'', {}, {}, 0, 1}. Else
+-- repeated is 0, wait is '' if the event is allowed (and counted), else the oldest event's time
+-- as a string; values are the counters (nil where missing), read whether or not the event was
+-- allowed; entries are the live cache values (false where missing or expired), read only: the
+-- caller marks what it used later, for many messages in one step (cache_used.lua); reserved is 1
+-- if the reservation was made: the event allowed, the 'unless' entry not live, every expected
+-- value there, every held counter present and at most its ceiling as read, and every hold within
+-- its limit. Else nothing is held.
+
+local n, now, p, h = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
+-- How many KEYS and ARGV there are without a once-key: one more of each is the key and its ttl.
+local keys = 1 + n + (p > 0 and 1 + p or 0) + (h > 0 and 2 or 0)
+local args = h > 0 and 14 + 2 * tonumber(ARGV[14]) + 4 * h or 9
+if (#KEYS > keys) ~= (#ARGV > args) then
+  return redis.error_reply('hit_get: a once-key comes with its ttl')
+end
+if #KEYS > keys and not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'EX', ARGV[#ARGV]) then
+  return {'', {}, {}, 0, 1}
+end
 
 local wait = ''
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -25,7 +43,6 @@ else
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
 end
 
-local n, now, p, h = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
 local values = {}
 if n > 0 then
   values = redis.call('MGET', unpack(KEYS, 2, n + 1))
@@ -84,4 +101,4 @@ if h > 0 and admitted() then
     reserved = 1
   end
 end
-return {wait, values, entries, reserved}
+return {wait, values, entries, reserved, 0}
