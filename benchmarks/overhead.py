@@ -31,7 +31,6 @@ from benchmarks.questions import InstantProvider, question
 from benchmarks.results import console, cpu_seconds, now_ns, progress, summary_ms
 from benchmarks.stores import BenchStores
 from bot.turn import Inbound, Next, Stage, Turn
-from budget.records import Conversation
 
 
 @dataclass(frozen=True)
@@ -104,9 +103,9 @@ async def built(stores: BenchStores, seq: int, chain: Sequence[Stage] | None = N
     bench = Bench(made.deps, pipeline, Dispatcher(pipeline, {"telegram": NullReplier()}, made.deps.journal), seq)
     handle = pipeline.handle
 
-    async def handled(inbound: Inbound, *, claimed: bool = False, conversation: Conversation | None = None) -> Turn:
+    async def handled(inbound: Inbound, **given: Any) -> Turn:
         start = now_ns()
-        turn: Turn = await handle(inbound, claimed=claimed, conversation=conversation)
+        turn: Turn = await handle(inbound, **given)
         if bench.timing:
             bench.handle_ns.append(now_ns() - start)
         bench.outcomes[outcome_of(turn)] += 1
@@ -220,12 +219,10 @@ async def counted_pass(stores: BenchStores, sizes: Sizes, label: str) -> dict[st
         async with built(stores, seq=2_000_000, chain=chain) as bench:
             handle = bench.pipeline.handle
 
-            async def staged(
-                inbound: Inbound, *, claimed: bool = False, conversation: Conversation | None = None
-            ) -> Turn:
+            async def staged(inbound: Inbound, **given: Any) -> Turn:
                 tally.stage = "pipeline (turn, log line)"
                 try:
-                    turn: Turn = await handle(inbound, claimed=claimed, conversation=conversation)
+                    turn: Turn = await handle(inbound, **given)
                     return turn
                 finally:
                     tally.stage = "dispatch (inbox, replies)"

@@ -1,12 +1,14 @@
 """From an acknowledged webhook to a sent reply, exactly once (DESIGN invariant 4).
 
-A message is stored in the inbox before its webhook is acknowledged, leased to the process that
-took it; its replies are stored once computed (so a failure after the LLM call never pays twice)
-and it is marked done once they were sent. The lease is renewed while the message is worked on.
-A message whose lease ran out (its process died, or a store failed mid-way) is taken over, by
-one process only, at start-up and by a periodic sweep. Each taking moves the message's lease epoch
-on; its owner's writes name the epoch it holds, so a process that lost the message while still
-working on it (cut off from the database for longer than the lease) stores and sends nothing.
+A message is stored before its webhook is acknowledged, leased to the process that took it: in the
+inbox, or (with a network database and a hot store that dedupes) in the process's journal on its
+host, and in the inbox in the background, the hot store telling a redelivery to another process.
+Its replies are stored once computed (so a failure after the LLM call never pays twice) and it is
+marked done once they were sent. The lease is renewed while the message is worked on. A message
+whose lease ran out (its process died, or a store failed mid-way) is taken over, by one process
+only, at start-up and by a periodic sweep. Each taking moves the message's lease epoch on; its
+owner's writes name the epoch it holds, so a process that lost the message while still working on
+it (cut off from the database for longer than the lease) stores and sends nothing.
 """
 
 from __future__ import annotations
@@ -19,21 +21,27 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from bot.pipeline import Pipeline
-from bot.stages import fold_after_reply, inbox_payload
-from bot.turn import Inbound, Turn
-from budget.journal import AnswerJournal, Key
-from budget.records import Answer, Conversation, Exchange
+from bot.stages import asks_ai, fold_after_reply, inbox_payload
+from bot.turn import Inbound, Once, Turn
+from budget.journal import Journal, Key
+from budget.records import Answer, Claim, Conversation, Exchange, Landing
 
 log = logging.getLogger("pennybot.dispatch")
 
 MAX_READ_AHEAD = 10_000  # users with conversations kept from claims whose run has not started
 SENT_TTL_S = 7 * 86_400  # how long a sent mark outlives a database outage in the hot store
+SEEN_TTL_S = 2 * 86_400  # how long the hot store knows a message claimed on a host (platforms retry for a day)
 
 
 def sent_key(channel: str, message_id: str) -> str:
     """The hot store's mark of a message whose replies were sent while its done mark could not be
     written (``Dispatcher._note_sent``)."""
     return f"pb:{{inbox}}:sent:{channel}:{message_id}"  # one hash tag, as every key has
+
+
+def seen_key(channel: str, message_id: str) -> str:
+    """The hot store's mark of a message claimed by some process on its own host (``Dispatcher.claim``)."""
+    return f"pb:{{inbox}}:seen:{channel}:{message_id}"
 
 
 class Replier(Protocol):
@@ -50,7 +58,7 @@ class Dispatcher:
     """Accepts inbound messages, runs them in the background and tracks them for shutdown."""
 
     def __init__(
-        self, pipeline: Pipeline, repliers: Mapping[str, Replier], journal: AnswerJournal | None = None
+        self, pipeline: Pipeline, repliers: Mapping[str, Replier], journal: Journal | None = None
     ) -> None:
         self.pipeline = pipeline
         self.repliers = dict(repliers)
@@ -98,6 +106,14 @@ class Dispatcher:
         self._changed: dict[str, int] = {}
         self._forgotten = 0  # the newest change of the users dropped from ``_changed``
         self._landed: asyncio.Event | None = None  # set when a user's changes are stored, for a run waiting
+        # With a journal and a hot store that checks a once-key in the rate limit's round trip, a
+        # webhook's message is claimed on this host (the journal) before it is acknowledged, and in
+        # the database in the background (``_land``), before any answer of it: the database's word
+        # on each claim, for a run that needs it (the hot store was out of reach).
+        self._local_claims = journal is not None and bool(getattr(pipeline.deps.hot, "dedupes", False))
+        self._claims: dict[Key, Claim] = {}  # claimed here, not in the database yet
+        self._landings: dict[Key, asyncio.Future[Landing]] = {}
+        self._unchecked: set[Key] = set()  # claimed here, not yet checked against other processes' claims
 
     @property
     def db(self) -> Any:
@@ -109,25 +125,74 @@ class Dispatcher:
 
     async def claim(self, inbound: Inbound, payload: dict[str, Any] | None = None) -> bool:
         """Store the message, leased to this process; False if this platform message was seen
-        before (drop it)."""
+        before (drop it). With local claims (a journal, a hot store that dedupes), on this host
+        (``_claim_here``), unless the database is failing: then in it, as without."""
         deps = self.pipeline.deps
         body = inbox_payload(inbound) | (payload or {})
         user, key, now = inbound.user_key, (inbound.channel, inbound.message_id), deps.clock()
+        if self._local_claims and not self.mark_failures:  # else (the database is failing) in it, now
+            return self._claim_here(Claim(*key, user, body, now))
         began, settled = self._changes, user not in self._unstored_users
         # The conversation comes back with the claim (one round trip where the store can): the
         # message's run needs it next.
         conversation = await deps.db.claim_inbox_reading(*key, user, body, now, self.lease_s)
         if conversation is None:
             return False
-        if len(self._leases) >= MAX_READ_AHEAD:
-            del self._leases[next(iter(self._leases))]  # its run, if it comes, stores before it sends
-        self._leases[key] = now + timedelta(seconds=self.lease_s)
+        self._leased(key, now)
         if not settled or self._changed.get(user, self._forgotten) > began:
             return True  # the conversation changed meanwhile: the run reads it again
         if user not in self._read and len(self._read) >= MAX_READ_AHEAD:
             del self._read[next(iter(self._read))]  # runs that never came (an update no handler took)
         self._read.setdefault(user, {})[key] = conversation
         return True
+
+    def _leased(self, key: Key, now: datetime) -> None:
+        if len(self._leases) >= MAX_READ_AHEAD:
+            del self._leases[next(iter(self._leases))]  # its run, if it comes, stores before it sends
+        self._leases[key] = now + timedelta(seconds=self.lease_s)
+
+    def _claim_here(self, claim: Claim) -> bool:
+        """Claim a message on this host: committed to the journal (so the webhook can be acknowledged),
+        written to the database in the background. A redelivery to this process while the message
+        is kept or worked on here is dropped now; one to another process, by its run or by this
+        one's (``Once``)."""
+        assert self.journal is not None
+        key = (claim.channel, claim.message_id)
+        if key in self._working or key in self._claims or not self.journal.claim(claim):
+            return False
+        self._claims[key] = claim
+        self._landings[key] = asyncio.get_running_loop().create_future()
+        self._unchecked.add(key)
+        self._leased(key, claim.received_at)  # the database's lease starts later: this errs early
+        self._write_soon()
+        return True
+
+    async def _mine(self, key: Key) -> bool:
+        """Whether the database gave this process the message (``Landing.MINE``), once its claim is
+        written there: for a run that could not check the hot store. Another's claim, answered or
+        not, is left to it (or to a sweep, once its lease runs out)."""
+        landing = self._landings.get(key)
+        if landing is None:  # forgotten here (taken over meanwhile)
+            return False
+        self._write_soon()
+        try:
+            async with asyncio.timeout(self.lease_s / 3):
+                return await asyncio.shield(landing) is Landing.MINE
+        except TimeoutError:  # the database is down too: a sweep answers it once its claim is in
+            log.warning("message %s:%s not checked for a redelivery; left to the sweep", *key)
+            return False
+
+    async def _conversation(self, user: str) -> Conversation:
+        """The user's conversation, for a message claimed here (no claim read it), with every exchange
+        computed here in it: read again once if one was computed during the read."""
+        for attempt in range(2):
+            if user in self._unstored_users:
+                await self._until_stored(user)
+            began = self._changes
+            conversation: Conversation = await self.db.conversation(user)
+            if attempt or self._changed.get(user, self._forgotten) <= began:
+                break
+        return conversation
 
     def _changing(self, user: str) -> None:
         """A user's conversation is about to change here (an exchange to store)."""
@@ -160,6 +225,8 @@ class Dispatcher:
     def _holds(self, key: Key) -> bool:
         """Whether this process surely holds the message's lease for a while yet (a third of the lease
         to spare, for the hosts' clocks): no other process can take it over before its reply is out."""
+        if key in self._claims:  # not in the database yet: no other process can take it
+            return True
         until = self._leases.get(key)
         return until is not None and self.pipeline.deps.clock() < until - timedelta(seconds=self.lease_s / 3)
 
@@ -179,17 +246,29 @@ class Dispatcher:
         self._working.add(key)
         stop_renewing = self._hold_lease(inbound)
         turn: Turn | None = None
+        user = inbound.user_key
         try:
             replies = self._answered.get(key, replies)
             if replies is None:
-                read = self._read.get(inbound.user_key, {}).pop(key, None)
-                if read is None and inbound.user_key in self._unstored_users:
-                    await self._until_stored(inbound.user_key)
+                once = None
+                read = self._read.get(user, {}).pop(key, None)
+                if self._answered_elsewhere(key):  # known before the model is paid
+                    self._redelivered(key)
+                    return
+                if key in self._unchecked:
+                    self._unchecked.discard(key)
+                    once = Once(seen_key(*key), SEEN_TTL_S, lambda: self._mine(key))
+                    read = await self._conversation(user) if asks_ai(inbound) else None
+                elif read is None and user in self._unstored_users:
+                    await self._until_stored(user)
                 try:
                     async with replier.typing(inbound):
-                        turn = await self.pipeline.handle(inbound, claimed=True, conversation=read)
+                        turn = await self.pipeline.handle(inbound, claimed=True, conversation=read, once=once)
                 finally:
-                    self._read.pop(inbound.user_key, None)  # read before this answer: stale now
+                    self._read.pop(user, None)  # read before this answer: stale now
+                if turn.repeated or self._answered_elsewhere(key):
+                    self._redelivered(key)
+                    return
                 replies = self._answered[key] = turn.replies
                 self._unstored[key] = turn.exchange
             if key in self._unstored:
@@ -211,6 +290,17 @@ class Dispatcher:
             stop_renewing()
             if key not in self._marks:  # else it is worked on until its mark is written
                 self._working.discard(key)
+
+    def _redelivered(self, key: Key) -> None:
+        log.info("message %s:%s was delivered before, to this process or another; dropped", *key)
+        self._forget(key)
+
+    def _answered_elsewhere(self, key: Key) -> bool:
+        """A message claimed here that the database had, answered, before (known only if its claim
+        was written by now: the hot store's once-key is the check that counts, this one catches a
+        redelivery it forgot)."""
+        landing = self._landings.get(key)
+        return landing is not None and landing.done() and landing.result() is Landing.ANSWERED
 
     def _store(self, key: Key, replies: list[str]) -> None:
         """Keep the replies, and the exchange with them, in the local journal before they are sent;
@@ -273,9 +363,11 @@ class Dispatcher:
         done mark, in one call each, until none waits; retried with a growing pause while the
         database is down."""
         try:
-            while self._journaled or self._marks:
+            while self._claims or self._journaled or self._marks:
                 batch: dict[Key, datetime] = {}
                 try:
+                    if self._claims:
+                        await self._land()
                     if self._journaled:
                         await self._write_answers()
                     batch = {key: at for key, at in self._marks.items() if key not in self._journaled}
@@ -285,8 +377,8 @@ class Dispatcher:
                     self.mark_failures += 1
                     if self.mark_failures in (1, 10) or self.mark_failures % 100 == 0:
                         log.warning(
-                            "answers and done marks not written (%s); %d wait",
-                            type(error).__name__, len(self._marks.keys() | self._journaled.keys()),
+                            "claims, answers and done marks not written (%s); %d wait", type(error).__name__,
+                            len(self._claims.keys() | self._journaled.keys() | self._marks.keys()),
                         )  # fmt: skip
                     await self._note_sent(dict(self._marks))
                     await asyncio.sleep(min(0.05 * 2**self.mark_failures, 5.0))
@@ -300,7 +392,9 @@ class Dispatcher:
             self._marking = None
 
     def _forget(self, key: Key) -> None:
-        """A message is done here (marked done, or another process took it over)."""
+        """A message is done here (marked done, another process took it over, or a redelivery)."""
+        self._landings.pop(key, None)
+        self._unchecked.discard(key)
         self._answered.pop(key, None)
         self._sent.discard(key)
         self._noted.discard(key)
@@ -313,6 +407,20 @@ class Dispatcher:
         if self.journal is not None and keys:
             self.journal.drop(keys)
 
+    async def _land(self) -> None:
+        """Write the messages claimed here to the database, in one call: each leased to this process
+        from now, unless another claim of it is there already (the database's word, for the runs)."""
+        assert self.journal is not None
+        claims = list(self._claims.values())
+        landings = await self.db.land_claims(claims, self.journal.token, self.pipeline.deps.clock(), self.lease_s)
+        keys = [(claim.channel, claim.message_id) for claim in claims]
+        for key, landing in zip(keys, landings, strict=True):
+            del self._claims[key]
+            waiting = self._landings.get(key)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(landing)
+        self.journal.landed(keys)
+
     async def _write_answers(self) -> None:
         """Write the journaled answers to the database, each at the lease epoch held now (a take-over
         by this process's own sweep moves it on), with the done mark of those sent. One refused was
@@ -321,6 +429,7 @@ class Dispatcher:
         answers = [
             Answer(*key, replies, exchange, self._epochs.get(key, 0), self._marks.get(key))
             for key, (replies, exchange) in self._journaled.items()
+            if key not in self._claims  # claimed during the claims' write: next round, after its claim
         ]
         stored = await self.db.store_answers(answers)
         done: list[Key] = []
@@ -403,10 +512,11 @@ class Dispatcher:
         while True:
             with contextlib.suppress(Exception):
                 now = deps.clock()
-                if not await deps.db.renew_lease(*key, now, self.lease_s, self._epochs.get(key, 0)):
-                    return
-                if key in self._leases:
-                    self._leases[key] = now + timedelta(seconds=self.lease_s)
+                if key not in self._claims:  # else not in the database yet: nothing to renew
+                    if not await deps.db.renew_lease(*key, now, self.lease_s, self._epochs.get(key, 0)):
+                        return
+                    if key in self._leases:
+                        self._leases[key] = now + timedelta(seconds=self.lease_s)
             await asyncio.sleep(self.lease_s / 3)
 
     async def resume(self) -> int:
@@ -450,7 +560,16 @@ class Dispatcher:
         taken over: those sent are marked done, the others are re-sent from the database, and none
         is paid for again. One another process took over meanwhile is its own (the write is fenced)."""
         assert self.journal is not None
-        kept = self.journal.kept(self.pipeline.deps.clock())
+        now = self.pipeline.deps.clock()
+        claims = self.journal.claims()
+        if claims:  # leased out already: this sweep takes over those that are this process's
+            landings = await self.db.land_claims(claims, self.journal.token, now - timedelta(seconds=1), 0)
+            self.journal.landed([(c.channel, c.message_id) for c in claims])
+            log.warning(
+                "%d messages the last run claimed are stored in the inbox: %d of them were claimed elsewhere too",
+                len(claims), sum(1 for landing in landings if landing is not Landing.MINE),
+            )  # fmt: skip
+        kept = self.journal.kept(now)
         if kept:
             stored = await self.db.store_answers(kept)
             self.journal.drop([(a.channel, a.message_id) for a in kept])

@@ -15,7 +15,7 @@ from bot.texts import load_texts
 from bot.turn import Deps
 from budget.cache import AnswerCache
 from budget.context import ContextPolicy
-from budget.journal import AnswerJournal
+from budget.journal import Journal
 from budget.ledger import Budget, Limits
 from budget.outbox import DirectRecorder, OutboxRecorder, Recorder
 from budget.periods import Calendar
@@ -168,7 +168,7 @@ def build(
         persona=hashlib.sha256(settings.system_prompt.encode()).hexdigest()[:16],
         clock=now,
         log=logging.getLogger("pennybot"),
-        journal=None if local else AnswerJournal(settings.outbox_path),
+        journal=None if local else Journal(settings.outbox_path),
     )
     return Built(deps, catalog, simulated=all(s.provider == "simulated" for s in catalog))
 

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 
 from bot import stages
-from bot.turn import Deps, Inbound, Next, Stage, Turn
+from bot.turn import Deps, Inbound, Next, Once, Stage, Turn
 from budget.records import Conversation
 
 STAGES: tuple[Stage, ...] = (
@@ -51,11 +51,16 @@ class Pipeline:
         self._run = wrap(chain)
 
     async def handle(
-        self, inbound: Inbound, *, claimed: bool = False, conversation: Conversation | None = None
+        self,
+        inbound: Inbound,
+        *,
+        claimed: bool = False,
+        conversation: Conversation | None = None,
+        once: Once | None = None,
     ) -> Turn:
         """Run one message; ``claimed``: the webhook stored it in the inbox already (and then
         the caller stores the turn's exchange with its replies); ``conversation``: the user's,
-        read with the claim."""
+        read with the claim or before the run; ``once``: claimed on this host only (``Once``)."""
         d = self.deps
         started = time.perf_counter()
         turn = Turn(
@@ -64,6 +69,7 @@ class Pipeline:
             now=d.clock(),
             request_id=uuid.uuid4().hex[:12],
             claimed=claimed,
+            once=once,
             conversation=conversation,
             is_admin=inbound.user_key in d.settings.admin_user_ids,
         )

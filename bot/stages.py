@@ -39,15 +39,44 @@ def reset_time(turn: Turn, meter: Meter) -> str:
 
 
 async def dedupe(turn: Turn, next: Next) -> Turn:
-    """A platform message seen before is dropped: no reply, no charge (invariant 4)."""
+    """A platform message seen before is dropped: no reply, no charge (invariant 4). One claimed on
+    this host only (``turn.once``) is checked against every process's claims in the rate limit's
+    round trip, or here if it gets a reply without one."""
     ib = turn.inbound
     if not turn.claimed and not await turn.deps.db.claim_inbox(
         ib.channel, ib.message_id, turn.user, inbox_payload(ib), turn.now
     ):
-        turn.outcome("dedupe", "duplicate")
-        return turn
+        return _duplicate(turn)
+    if turn.once is not None and not asks_ai(ib) and await _repeated(turn):
+        return _duplicate(turn)
     await _register(turn)
     return await next(turn)
+
+
+def asks_ai(ib: Inbound) -> bool:
+    """Whether a message goes on to the rate limit: text, not empty, not a command (``only_text``
+    and ``command`` answer the others)."""
+    return ib.kind == "text" and bool(ib.text.strip()) and not ib.text.startswith("/")
+
+
+def _duplicate(turn: Turn) -> Turn:
+    turn.repeated = True
+    turn.outcome("dedupe", "duplicate")
+    return turn
+
+
+async def _repeated(turn: Turn, *, hot_down: bool = False) -> bool:
+    """Whether another claim of the message came first, in any process: the once-key set on its own
+    (a message with no rate-limit round trip to ride in), or, if the hot store is out of reach, the
+    database's word (``Once.mine``)."""
+    assert turn.once is not None
+    once, turn.once = turn.once, None
+    if not hot_down:
+        try:
+            return not await turn.deps.hot.set_once(once.key, once.ttl_s)
+        except Exception as error:
+            turn.deps.log.warning("redelivery unchecked by the hot store (%s): the database says", type(error).__name__)
+    return not await once.mine()
 
 
 async def _register(turn: Turn) -> None:
@@ -96,7 +125,12 @@ async def rate_limit(turn: Turn, next: Next) -> Turn:
     lets through as it is, the answer's reservation come in the same round trip (one for all).
     A user this process saw refused is refused again, until the store would let them through,
     without that round trip or any of its planning (``RateLimiter.refused``)."""
-    wait = turn.deps.limiter.refused(turn.user, turn.now.timestamp()) or await _hit_and_read(turn)
+    wait = turn.deps.limiter.refused(turn.user, turn.now.timestamp())
+    if wait and turn.once is not None and await _repeated(turn):
+        return _duplicate(turn)
+    wait = wait or await _hit_and_read(turn)
+    if turn.repeated:
+        return _duplicate(turn)
     if wait:
         turn.deps.refusals.add(rate_limited_key_at(turn.now, turn.deps.calendar.tz))  # the rate_limited alert's
         metrics.rate_limited(turn.inbound.channel)
@@ -119,12 +153,18 @@ async def _hit_and_read(turn: Turn) -> int:
         flags = [warned_key(turn.user, k) for k in counters]
         peeks = _cache_candidates(turn)
         planned = _planned(turn, peeks)
+        once = (turn.once.key, turn.once.ttl_s) if turn.once is not None else None
         read = await d.limiter.wait_time_and_read(
-            turn.user, turn.now.timestamp(), keys + flags, list(peeks.values()), planned and planned[1].admit
+            turn.user, turn.now.timestamp(), keys + flags, list(peeks.values()), planned and planned[1].admit, once
         )
     except Exception as error:
         # Fail open: the budget gate after this stage still guards the money.
         d.log.warning("rate limiter unreachable (%s); message let through", type(error).__name__)
+        turn.repeated = turn.once is not None and await _repeated(turn, hot_down=True)
+        return 0
+    turn.once = None
+    if read.repeated:
+        turn.repeated = True
         return 0
     turn.counters = read.values[: len(keys)]
     turn.warned = frozenset(k for k, v in zip(flags, read.values[len(keys) :], strict=True) if v)

@@ -13,7 +13,7 @@ from bot.texts import Texts
 from budget.cache import AnswerCache
 from budget.complexity import Complexity
 from budget.context import ContextPolicy
-from budget.journal import AnswerJournal
+from budget.journal import Journal
 from budget.ledger import Admission, Budget
 from budget.money import ZERO
 from budget.outbox import Recorder
@@ -45,6 +45,18 @@ class Inbound:
         return f"{self.channel}:{self.user_id}"
 
 
+@dataclass(frozen=True, slots=True)
+class Once:
+    """A webhook's message claimed on this host only (bot.dispatch): the first step that reaches the
+    hot store sets ``key`` for ``ttl_s`` if no process did, else the message is a redelivery another
+    process (or this one) has, and it is dropped. ``mine``: the database's word instead, for when
+    the hot store cannot be reached (it waits for the claim's write)."""
+
+    key: str
+    ttl_s: int
+    mine: Callable[[], Awaitable[bool]]
+
+
 @dataclass(slots=True)
 class Deps:
     """The services every stage may use, built once from settings (bot.factory)."""
@@ -70,8 +82,8 @@ class Deps:
     clock: Callable[[], datetime]
     log: logging.Logger
     seen_users: set[str] = field(default_factory=set)  # registered in the users table by this process
-    # Where a network database's answers wait, on this host, until it has them (bot.dispatch).
-    journal: AnswerJournal | None = None
+    # Where a network database's claims and answers wait, on this host, until it has them (bot.dispatch).
+    journal: Journal | None = None
 
 
 @dataclass(slots=True)
@@ -83,6 +95,8 @@ class Turn:
     now: datetime
     request_id: str
     claimed: bool = False  # stored in the inbox already, by the webhook that received it
+    once: Once | None = None  # claimed on this host only: to be checked against every process's claims
+    repeated: bool = False  # a redelivery (``once``): dropped, no reply
     is_admin: bool = False
     replies: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)

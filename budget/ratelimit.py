@@ -44,12 +44,19 @@ class RateLimiter:
         return self._seen(user, now, await self.hot.hit(key(user), self.limit, self.window_s, now))
 
     async def wait_time_and_read(
-        self, user: str, now: float, keys: Sequence[str], peeks: Sequence[str] = (), admit: Admit | None = None
+        self,
+        user: str,
+        now: float,
+        keys: Sequence[str],
+        peeks: Sequence[str] = (),
+        admit: Admit | None = None,
+        once: tuple[str, int] | None = None,
     ) -> HitRead:
         """``wait_time`` (as the read's ``wait``), and in the same round trip the counters ``keys``,
-        the cache entries ``peeks`` and the reservation ``admit`` (see ``HotStore.hit_and_get``)."""
-        read = await self.hot.hit_and_get(key(user), self.limit, self.window_s, now, keys, peeks, admit)
-        return read._replace(wait=self._seen(user, now, read.wait))
+        the cache entries ``peeks``, the reservation ``admit`` and the once-key ``once`` (see
+        ``HotStore.hit_and_get``)."""
+        read = await self.hot.hit_and_get(key(user), self.limit, self.window_s, now, keys, peeks, admit, once=once)
+        return read if read.repeated else read._replace(wait=self._seen(user, now, read.wait))
 
     def _seen(self, user: str, now: float, wait: float) -> int:
         if wait > 0:

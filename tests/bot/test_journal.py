@@ -10,7 +10,7 @@ from typing import Any
 
 from bot.dispatch import Dispatcher
 from bot.turn import Inbound
-from budget.journal import AnswerJournal
+from budget.journal import Journal
 from budget.records import Exchange
 from tests.bot.test_dispatch import Recording, Spy, inbox_url, shared_stores
 from tests.conftest import Bot
@@ -21,14 +21,14 @@ T = datetime(2026, 11, 24, 10, tzinfo=UTC)  # when a journal's sent answers are 
 
 def test_the_journal_keeps_answers_with_their_exchange_and_sent_flag_across_a_reopen(tmp_path: Path) -> None:
     path = tmp_path / "j.db"
-    journal = AnswerJournal(path)
+    journal = Journal(path)
     at = datetime(2026, 11, 24, 9, 30, 1, 123456, tzinfo=UTC)
     exchange = Exchange("telegram:7", [("user", "héllo ☃", 4, 9), ("assistant", "hi", 1, 2)], at)
     journal.put(("telegram", "1"), 0, ["part one", "part two"], exchange)
     journal.put(("telegram", "2"), 3, ["x"], None)
     journal.sent(("telegram", "1"))
     journal.close()
-    reopened = AnswerJournal(path)  # after a crash: the same file
+    reopened = Journal(path)  # after a crash: the same file
     kept = reopened.kept(T)
     assert [((j.channel, j.message_id), j.epoch, j.replies, j.done_at is not None) for j in kept] == [
         (("telegram", "1"), 0, ["part one", "part two"], True), (("telegram", "2"), 3, ["x"], False)
@@ -46,7 +46,7 @@ async def test_with_a_journal_the_claim_is_the_only_database_write_before_the_re
     bot: Bot = await make_bot(database_url=inbox_url, outbox_path=tmp_path / "ob.db")
     db = bot.deps.db
     spy = Spy(db, "claim_inbox_reading", "conversation", "answer_inbox", "finish_inbox", "store_answers")
-    journal = AnswerJournal(tmp_path / "j.db")
+    journal = Journal(tmp_path / "j.db")
     seen: list[tuple[list[str], list[Any]]] = []
 
     class Checking(Recording):
@@ -83,7 +83,7 @@ async def test_a_message_near_the_end_of_its_lease_is_stored_in_the_database_bef
     bot: Bot = await make_bot(simulated_latency_ms=200)
     db = bot.deps.db
     spy = Spy(db, "answer_inbox")
-    journal = AnswerJournal(tmp_path / "j.db")
+    journal = Journal(tmp_path / "j.db")
     dispatcher = Dispatcher(bot.pipeline, {"console": Recording()}, journal)
     quick, slow = Inbound("console", "a", "a", "quick", "hi"), Inbound("console", "b", "b", "slow", "hello")
     assert await dispatcher.claim(quick) and await dispatcher.claim(slow)
@@ -108,7 +108,7 @@ async def test_answers_a_crash_left_in_the_journal_are_stored_and_neither_paid_n
     db = bot.deps.db
     spy = Spy(db, "store_answers")
     path = tmp_path / "j.db"
-    before = Dispatcher(bot.pipeline, {"console": Recording()}, AnswerJournal(path))
+    before = Dispatcher(bot.pipeline, {"console": Recording()}, Journal(path))
 
     class Failing(Recording):
         async def send(self, inbound: Inbound, parts: Sequence[str]) -> None:
@@ -117,7 +117,7 @@ async def test_answers_a_crash_left_in_the_journal_are_stored_and_neither_paid_n
             await super().send(inbound, parts)
 
     spy.fail["store_answers"] = 1_000  # the background write fails, however often it is retried
-    crashed = Dispatcher(bot.pipeline, {"console": Failing()}, AnswerJournal(path))
+    crashed = Dispatcher(bot.pipeline, {"console": Failing()}, Journal(path))
     sent, unsent = Inbound("console", "u", "u", "sent", "first question"), Inbound("console", "v", "v", "unsent", "q")
     for inbound in (sent, unsent):
         assert await crashed.claim(inbound)
@@ -127,13 +127,13 @@ async def test_answers_a_crash_left_in_the_journal_are_stored_and_neither_paid_n
     for task in list(crashed._tasks):  # the crash: its writer dies with it
         task.cancel()
     await asyncio.sleep(0)
-    kept = AnswerJournal(path).kept(T)
+    kept = Journal(path).kept(T)
     assert [(j.message_id, j.done_at) for j in kept] == [("sent", T), ("unsent", None)]
     spy.fail["store_answers"] = 0
     replier = Recording()
-    restarted = Dispatcher(bot.pipeline, {"console": replier}, AnswerJournal(path))
+    restarted = Dispatcher(bot.pipeline, {"console": replier}, Journal(path))
     assert await restarted.resume() == 0  # stored; the leases still run
-    assert AnswerJournal(path).kept(T) == []
+    assert Journal(path).kept(T) == []
     assert [i.message_id for i in await db.open_inbox()] == ["unsent"]  # the sent one is done
     bot.clock.advance(seconds=61)
     assert await restarted.resume() == 1
@@ -161,8 +161,8 @@ async def test_a_journaled_reply_sent_before_a_long_outage_is_not_answered_again
     db = bot.deps.db
     spy = Spy(db, "store_answers")
     replier_a, replier_b = Recording(), Recording()
-    a = Dispatcher(bot.pipeline, {"console": replier_a}, AnswerJournal(tmp_path / "a.db"))
-    b = Dispatcher(bot.pipeline, {"console": replier_b}, AnswerJournal(tmp_path / "b.db"))
+    a = Dispatcher(bot.pipeline, {"console": replier_a}, Journal(tmp_path / "a.db"))
+    b = Dispatcher(bot.pipeline, {"console": replier_b}, Journal(tmp_path / "b.db"))
     spy.fail["store_answers"] = 1_000
     inbound = Inbound("console", "u", "u", "m-1", "a question")
     assert await a.claim(inbound)
@@ -198,7 +198,7 @@ async def test_a_users_next_message_claimed_before_the_last_exchange_is_stored_w
         return await answer(*args, **kwargs)
 
     db.store_answers = slow_answer
-    dispatcher = Dispatcher(bot.pipeline, {"console": Recording()}, AnswerJournal(tmp_path / "j.db"))
+    dispatcher = Dispatcher(bot.pipeline, {"console": Recording()}, Journal(tmp_path / "j.db"))
     first, second = Inbound("console", "a", "a", "m-1", "my name is Ada"), Inbound("console", "a", "a", "m-2", "who?")
     assert await dispatcher.claim(first)
     await dispatcher.run(first)  # sent; its write waits

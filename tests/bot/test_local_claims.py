@@ -1,0 +1,188 @@
+"""Messages claimed on their host (bot.dispatch with a journal and Redis): the webhook's claim is a
+local commit, the database gets it in the background, and Redis's once-key, riding in the rate
+limit's round trip, tells a redelivery to another process. No database write before the reply,
+and still one reply a message, nothing lost across a crash, and the database's word when Redis
+is out of reach. Real Postgres and Redis throughout."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from bot.dispatch import Dispatcher, seen_key
+from bot.turn import Inbound
+from budget.journal import Journal
+from tests.bot.test_dispatch import Recording, Spy
+from tests.budget.test_schema import drop as drop_schema
+from tests.conftest import Bot
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+async def pg_redis(pg_dsn: str) -> AsyncIterator[dict[str, str]]:
+    """Postgres and Redis, shared by the dispatchers of a test as by processes."""
+    from tests.budget.test_redis_store import redis_namespace
+
+    schema = f"pb_{uuid.uuid4().hex[:10]}"
+    async with redis_namespace() as redis_url:
+        yield {"database_url": f"{pg_dsn}?schema={schema}", "redis_url": redis_url}
+    drop_schema(pg_dsn, schema)
+
+
+async def paid(bot: Bot) -> list[str]:
+    """The messages of the ledger's answer rows, in order (one per model call)."""
+    await bot.deps.recorder.flush()
+    now = bot.clock.now
+    return [r.message_id or "" for r in await bot.deps.db.requests(now - timedelta(days=1), now + timedelta(days=1))]
+
+
+async def test_a_message_claimed_on_its_host_is_answered_and_sent_before_the_database_has_it(
+    make_bot: Any, pg_redis: dict[str, str], tmp_path: Path
+) -> None:
+    bot: Bot = await make_bot(**pg_redis, outbox_path=tmp_path / "ob.db")
+    db = bot.deps.db
+    spy = Spy(db, "claim_inbox_reading", "claim_inbox", "conversation", "land_claims", "store_answers", "answer_inbox")
+    journal = Journal(tmp_path / "j.db")
+    at_send: list[tuple[list[str], list[str], list[str]]] = []
+
+    class Checking(Recording):
+        async def send(self, inbound: Inbound, parts: Sequence[str]) -> None:
+            at_send.append((
+                [i.message_id for i in await db.open_inbox()], [c.message_id for c in journal.claims()],
+                [a.message_id for a in journal.kept(bot.clock.now)],
+            ))  # fmt: skip
+            await super().send(inbound, parts)
+
+    dispatcher = Dispatcher(bot.pipeline, {"console": Checking()}, journal)
+    spy.fail["land_claims"] = 2  # the claims' background write fails twice, then lands
+    inbound = Inbound("console", "a", "a", "m-1", "what is the capital of France?")
+    assert await dispatcher.claim(inbound)
+    assert [c.message_id for c in journal.claims()] == ["m-1"]  # on the host, before the acknowledgement
+    await dispatcher.run(inbound)
+    # At the send, the database had neither the message nor its answer (the claim's write had failed
+    # and was retried in the background); the journal had both.
+    assert at_send == [([], ["m-1"], ["m-1"])]
+    await dispatcher.marks_written()
+    assert spy.fail["land_claims"] == 0 and "claim_inbox_reading" not in spy.calls and "answer_inbox" not in spy.calls
+    assert spy.calls[-2:] == ["land_claims", "store_answers"]  # the claim, then the answer and its done mark
+    assert journal.claims() == [] and journal.kept(bot.clock.now) == []
+    assert await db.open_inbox() == []  # claimed, answered and marked done
+    assert [t.role for t in (await db.conversation("console:a")).turns] == ["user", "assistant"]
+    assert await paid(bot) == ["m-1"]
+    # A redelivery to the same process is dropped at its webhook while the message is still kept or
+    # worked on here, and by Redis's once-key after: no second reply, no second call.
+    assert await dispatcher.claim(inbound)
+    await dispatcher.run(inbound)
+    await dispatcher.marks_written()
+    assert len(dispatcher.repliers["console"].sent) == 1  # type: ignore[attr-defined]
+    assert await paid(bot) == ["m-1"]
+
+
+async def test_an_update_delivered_to_two_processes_at_once_is_answered_by_one(
+    make_bot: Any, pg_redis: dict[str, str], tmp_path: Path
+) -> None:
+    bot: Bot = await make_bot(**pg_redis, outbox_path=tmp_path / "ob.db")
+    a = Dispatcher(bot.pipeline, {"console": Recording()}, Journal(tmp_path / "a.db"))
+    b = Dispatcher(bot.pipeline, {"console": Recording()}, Journal(tmp_path / "b.db"))
+    messages = [Inbound("console", f"u{i}", f"u{i}", f"m-{i}", f"question number {i}") for i in range(8)]
+    for inbound in messages:  # each on both hosts: both journals accept it
+        assert await a.claim(inbound) and await b.claim(inbound)
+    await asyncio.gather(*(d.run(m) for m in messages for d in (a, b)))
+    assert await a.drain(5) == 0 and await b.drain(5) == 0
+    sent = [m for d in (a, b) for m, _ in d.repliers["console"].sent]  # type: ignore[attr-defined]
+    assert sorted(sent) == sorted(m.message_id for m in messages)  # one reply each
+    assert sorted(await paid(bot)) == sorted(m.message_id for m in messages)  # one call each
+    assert await bot.deps.db.open_inbox() == []
+    for inbound in messages:
+        assert len((await bot.deps.db.conversation(inbound.user_key)).turns) == 2
+
+
+async def test_a_redelivery_redis_forgot_is_dropped_by_the_databases_word_before_it_is_paid(
+    make_bot: Any, pg_redis: dict[str, str], tmp_path: Path
+) -> None:
+    bot: Bot = await make_bot(**pg_redis, outbox_path=tmp_path / "ob.db")
+    a = Dispatcher(bot.pipeline, {"console": Recording()}, Journal(tmp_path / "a.db"))
+    b = Dispatcher(bot.pipeline, {"console": Recording()}, Journal(tmp_path / "b.db"))
+    inbound = Inbound("console", "u", "u", "m-1", "a question")
+    assert await a.claim(inbound)
+    await a.run(inbound)
+    await a.marks_written()
+    async with aioredis.Redis.from_url(REDIS_URL) as raw:  # Redis lost the once-key (a restart, say)
+        prefix = pg_redis["redis_url"].split("prefix=")[1]
+        assert await raw.delete(f"{prefix}:{seen_key('console', 'm-1')}") == 1
+    assert await b.claim(inbound)  # the platform sent it again, to another process
+    await b.marks_written()  # its claim landed: the database had it answered
+    await b.run(inbound)
+    assert b.repliers["console"].sent == []  # type: ignore[attr-defined]
+    assert await paid(bot) == ["m-1"]
+    assert await bot.deps.db.open_inbox() == []
+
+
+async def test_with_redis_out_of_reach_the_database_tells_a_redelivery(
+    make_bot: Any, pg_redis: dict[str, str], tmp_path: Path
+) -> None:
+    # Redis and the hot store's Postgres fallback both failing, the database up: each run waits for
+    # its claim's write and goes on only if the database gave it the message. (The outage is the hot
+    # store's methods failing: the fallback lives in the shared Postgres, which no test may stop.)
+    bot: Bot = await make_bot(**pg_redis, outbox_path=tmp_path / "ob.db")
+    hot = bot.deps.hot
+
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("hot store down")
+
+    a = Dispatcher(bot.pipeline, {"console": Recording()}, Journal(tmp_path / "a.db"))
+    b = Dispatcher(bot.pipeline, {"console": Recording()}, Journal(tmp_path / "b.db"))
+    hot.hit_and_get = hot.set_once = down  # type: ignore[method-assign]
+    first, second = Inbound("console", "u", "u", "m-1", "a question"), Inbound("console", "u", "u", "m-2", "", "photo")
+    for inbound in (first, second):
+        assert await a.claim(inbound)
+    await a.marks_written()
+    for inbound in (first, second):  # delivered again, to B, after A's claims landed
+        assert await b.claim(inbound)
+    await asyncio.gather(*(d.run(m) for m in (first, second) for d in (a, b)))
+    assert await a.drain(5) == 0 and await b.drain(5) == 0
+    assert sorted(m for m, _ in a.repliers["console"].sent) == ["m-1", "m-2"]  # type: ignore[attr-defined]
+    assert b.repliers["console"].sent == []  # type: ignore[attr-defined]
+    assert await paid(bot) == ["m-1"]
+    assert await bot.deps.db.open_inbox() == []
+
+
+async def test_claims_a_crash_left_in_the_journal_are_stored_and_answered_once(
+    make_bot: Any, pg_redis: dict[str, str], tmp_path: Path
+) -> None:
+    # Acknowledged, claimed on the host, and the process died before the database had the claims
+    # (their write kept failing): at the restart they are written first, and this process's sweep
+    # takes them over at once and answers them.
+    bot: Bot = await make_bot(**pg_redis, outbox_path=tmp_path / "ob.db")
+    spy = Spy(bot.deps.db, "land_claims", "claim_inbox_reading")
+    path = tmp_path / "j.db"
+    crashed = Dispatcher(bot.pipeline, {"console": Recording()}, Journal(path))
+    spy.fail["land_claims"] = 1_000
+    messages = [Inbound("console", "u", "u", f"m-{i}", f"question {i}") for i in range(2)]
+    assert await crashed.claim(messages[0])
+    await asyncio.sleep(0.02)  # the write failed: the next claim goes to the database, synchronously
+    assert await crashed.claim(messages[1])
+    assert spy.calls == ["land_claims", "claim_inbox_reading"]
+    for task in list(crashed._tasks):  # the crash, before any run
+        task.cancel()
+    await asyncio.sleep(0)
+    assert [c.message_id for c in Journal(path).claims()] == ["m-0"]
+    spy.fail["land_claims"] = 0
+    replier = Recording()
+    restarted = Dispatcher(bot.pipeline, {"console": replier}, Journal(path))
+    assert await restarted.resume() == 1  # m-0, written with its lease run out; m-1's still runs
+    assert await restarted.drain(5) == 0
+    assert [m for m, _ in replier.sent] == ["m-0"]
+    assert Journal(path).claims() == []
+    bot.clock.advance(seconds=61)
+    assert await restarted.resume() == 1  # m-1, in the database since its webhook
+    assert await restarted.drain(5) == 0
+    assert [m for m, _ in replier.sent] == ["m-0", "m-1"]
+    assert sorted(await paid(bot)) == ["m-0", "m-1"]
+    assert await bot.deps.db.open_inbox() == []
