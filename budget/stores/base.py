@@ -69,6 +69,12 @@ class HotStore(Protocol):
         """Overwrite counters (settings kept beside the counters, such as a user's quota)."""
         ...
 
+    async def swap_counters(self, values: Mapping[str, int], ttl_s: int) -> list[int | None]:
+        """Set each key to its value (living ``ttl_s``), in one step, and return what each held just
+        before (None: missing), in the order given: a compare-and-set for the caller that knows what it
+        expects there (a per-user version, set on every change by whichever process made it)."""
+        ...
+
     async def reserve(
         self, reservation_id: str, holds: Sequence[Hold], ttl_s: int, now: float, *, seeded_only: bool = False
     ) -> str | None:

@@ -500,6 +500,18 @@ class FailoverHotStore:
 
         await self._run(on)
 
+    async def swap_counters(self, values: Mapping[str, int], ttl_s: int) -> list[int | None]:
+        if not values:
+            return []
+
+        async def on(i: int) -> list[int | None]:
+            # Named and noted as set_counters's: on the fallback, values of the outage, deleted with (a).
+            if i == 1:
+                self._written.update(values)
+            return await self.stores[i].swap_counters({self._k(i, k): v for k, v in values.items()}, ttl_s)
+
+        return await self._run(on)
+
     async def reserve(
         self, reservation_id: str, holds: Sequence[Hold], ttl_s: int, now: float, *, seeded_only: bool = True
     ) -> str | None:

@@ -37,6 +37,12 @@ class MemoryHotStore:
     async def set_counters(self, values: Mapping[str, int], ttl_s: int) -> None:
         self._counters.update(values)
 
+    async def swap_counters(self, values: Mapping[str, int], ttl_s: int) -> list[int | None]:
+        # No await between the read and the write: atomic on the event loop. No ttl, as set_counters.
+        before = [self._counters.get(k) for k in values]
+        self._counters.update(values)
+        return before
+
     async def reserve(
         self, reservation_id: str, holds: Sequence[Hold], ttl_s: int, now: float, *, seeded_only: bool = False
     ) -> str | None:

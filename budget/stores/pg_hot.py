@@ -191,6 +191,48 @@ class PostgresHotStore:
             [(key, _whole(value), _ttl(ttl_s)) for key, value in values.items()],
         )
 
+    async def swap_counters(self, values: Mapping[str, int], ttl_s: int) -> list[int | None]:
+        """One statement: the rows there are locked in key order and updated, returning what they held
+        (None if past their ttl); the others are inserted. A row another transaction inserted after the
+        statement began is not in its snapshot, so its value is unknown: it is left as it is, and the
+        key goes again in a statement of its own, which sees it."""
+        if not values:
+            return []
+        import asyncpg
+
+        pending = {key: _whole(value) for key, value in values.items()}
+        before: dict[str, int | None] = {}
+        pool = await self._conn_pool()
+        for attempt in range(_ATTEMPTS):
+            try:
+                rows = await pool.fetch(
+                    f"with want as (select * from unnest($1::text[], $2::bigint[]) as w(key, value)),"
+                    f" old as (select key, value, coalesce(expires_at <= now(), false) as gone from {self._counters}"
+                    "  where key = any($1::text[]) order by key for update),"
+                    f" updated as (update {self._counters} as c"
+                    "  set value = want.value, expires_at = now() + make_interval(secs => $3)"
+                    "  from old join want using (key) where c.key = old.key"
+                    "  returning c.key, case when old.gone then null else old.value end as before),"
+                    # ``not in`` reads all of ``old`` (every lock taken) before the first row goes in.
+                    f" inserted as (insert into {self._counters} as c (key, value, expires_at)"
+                    "  select key, value, now() + make_interval(secs => $3) from want"
+                    "  where key not in (select key from old) order by key"
+                    "  on conflict (key) do update set value = excluded.value, expires_at = excluded.expires_at"
+                    "  where c.expires_at <= now() returning c.key, null::bigint as before)"
+                    " select key, before from updated union all select key, before from inserted",
+                    list(pending), list(pending.values()), _ttl(ttl_s),
+                )  # fmt: skip
+            except asyncpg.DeadlockDetectedError:  # rolled back whole: nothing of it was applied
+                if attempt == _ATTEMPTS - 1:
+                    raise
+                continue
+            for r in rows:
+                before[r["key"]] = None if r["before"] is None else int(r["before"])
+                del pending[r["key"]]
+            if not pending:
+                return [before[k] for k in values]
+        raise RuntimeError(f"counters {sorted(pending)} were recreated under every attempt to swap them")
+
     async def reserve(
         self, reservation_id: str, holds: Sequence[Hold], ttl_s: int, now: float, *, seeded_only: bool = False
     ) -> str | None:

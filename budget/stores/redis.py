@@ -187,6 +187,17 @@ class RedisHotStore:
                 pipe.set(self._k(key), _whole(value), ex=max(1, int(ttl_s)))
             await pipe.execute()
 
+    async def swap_counters(self, values: Mapping[str, int], ttl_s: int) -> list[int | None]:
+        if not values:
+            return []
+        # SET ... GET per key, atomic each; no MULTI: the keys need not change together. A retry after
+        # a dropped connection can find the value its first try set: a change seen, never one missed.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, value in values.items():
+                pipe.set(self._k(key), _whole(value), ex=max(1, int(ttl_s)), get=True)
+            before: list[Any] = await pipe.execute()
+        return [None if v is None else int(v) for v in before]
+
     async def reserve(
         self, reservation_id: str, holds: Sequence[Hold], ttl_s: int, now: float, *, seeded_only: bool = False
     ) -> str | None:

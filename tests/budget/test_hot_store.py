@@ -19,7 +19,7 @@ from budget.stores import Admit, HitRead, Hold, HotStore, open_hot_store
 from budget.stores.memory import MemoryHotStore
 from budget.stores.pg_hot import PostgresHotStore
 from budget.stores.postgres import PostgresDatabase
-from budget.stores.redis import RedisHotStore
+from budget.stores.redis import LeanConnection, RedisHotStore
 from tests.budget.test_redis_store import REDIS_URL, _limiter_and_cache, _money, _step, redis_namespace
 from tests.conftest import PG_DSN
 
@@ -432,3 +432,76 @@ async def test_set_counters_overwrites(hot: HotStore) -> None:
     await hot.seed_counter("q", 5, 60)
     await hot.set_counters({"q": -1, "r": 7}, 3600)
     assert await hot.get_counters(["q", "r"]) == [-1, 7]
+
+
+async def test_swap_counters_sets_each_and_returns_what_it_held_before(hot: HotStore) -> None:
+    mine, theirs = "pb:{u}:version", "pb:{u2}:version"
+    await hot.set_counters({mine: 3}, 3600)
+    assert await hot.swap_counters({mine: 4, theirs: 1}, 60) == [3, None]  # in the order given; None: missing
+    assert await hot.get_counters([mine, theirs]) == [4, 1]
+    assert await hot.swap_counters({theirs: 2, mine: 5}, 60) == [1, 4]
+    assert await hot.get_counters([mine, theirs]) == [5, 2]
+    assert await hot.swap_counters({}, 60) == []
+    if isinstance(hot, RedisHotStore):  # each key lives for the swap's ttl, set_counters's 3600 replaced
+        assert [59 <= await hot.redis.ttl(hot._k(k)) <= 60 for k in (mine, theirs)] == [True, True]
+    elif isinstance(hot, PostgresHotStore):  # server time, as Redis's: a row past its ttl is missing
+        with psycopg.connect(hot._dsn, autocommit=True) as conn:
+            table = f"{hot.schema}.hot_counters"
+            left = conn.execute(f"select extract(epoch from expires_at - now()) from {table} where key = %s", [mine])
+            assert 59 <= left.fetchone()[0] <= 60  # type: ignore[index]
+            conn.execute(f"update {table} set expires_at = now() - interval '1 s' where key = %s", [mine])
+        assert await hot.swap_counters({mine: 6, theirs: 3}, 60) == [None, 2]
+        assert await hot.get_counters([mine, theirs]) == [6, 3]
+
+
+async def test_redis_swaps_counters_in_one_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
+    async with redis_namespace(REDIS_URL) as url:
+        store = open_hot_store(url)
+        await store.set_counters({"a": 1}, 60)  # a connection is made: its handshake is not the swap's
+        sent: list[bytes] = []
+        send = LeanConnection.send_packed_command
+
+        async def counting(self: LeanConnection, command: Any, check_health: bool = True) -> None:
+            sent.append(command if isinstance(command, bytes) else b"".join(command))
+            await send(self, command, check_health)
+
+        monkeypatch.setattr(LeanConnection, "send_packed_command", counting)
+        assert await store.swap_counters({"a": 2, "b": 3, "c": 4}, 60) == [1, None, None]
+        assert len(sent) == 1  # one write, three SET ... GET in it, no MULTI
+        assert sent[0].count(b"$3\r\nSET\r\n") == 3 and b"MULTI" not in sent[0]
+        assert await store.swap_counters({}, 60) == [] and len(sent) == 1
+        await store.aclose()
+
+
+async def _waiting_on_a_lock(dsn: str, schema: str | None) -> None:
+    """Until a statement on ``schema``'s tables waits for a row lock."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for _ in range(500):
+            found = conn.execute(
+                "select 1 from pg_stat_activity where wait_event_type = 'Lock' and query like %s", [f"%{schema}%"]
+            ).fetchone()
+            if found:
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError("the swap never waited")
+
+
+async def test_postgres_swap_returns_what_another_transaction_committed_while_it_waited(
+    pg_hot: PostgresHotStore,
+) -> None:
+    table = f"{pg_hot.schema}.hot_counters"
+    with psycopg.connect(pg_hot._dsn) as other:  # a transaction of its own, held open
+        # A row changed after the swap's statement began: the value locked, not its snapshot's, is old.
+        await pg_hot.set_counters({"v": 7}, 60)
+        other.execute(f"update {table} set value = 8 where key = 'v'")
+        swap = asyncio.create_task(pg_hot.swap_counters({"v": 9, "w": 1}, 60))
+        await _waiting_on_a_lock(pg_hot._dsn, pg_hot.schema)
+        other.commit()
+        assert await swap == [8, None]
+        # A row inserted after it began is in no snapshot of it: the key goes again, and its value is old.
+        other.execute(f"insert into {table} values ('x', 5, now() + interval '1 h')")
+        swap = asyncio.create_task(pg_hot.swap_counters({"x": 6, "v": 10}, 60))
+        await _waiting_on_a_lock(pg_hot._dsn, pg_hot.schema)
+        other.commit()
+        assert await swap == [5, 9]
+    assert await pg_hot.get_counters(["v", "w", "x"]) == [10, 1, 6]
