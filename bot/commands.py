@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from bot import admin
+from bot import admin, conversations
 from bot.calls import exempt
 from bot.turn import Turn
 from budget.money import fmt_usd, from_nano
@@ -41,6 +41,7 @@ async def help_(turn: Turn) -> str:
 
 async def reset(turn: Turn) -> str:
     await turn.deps.db.reset_conversation(turn.user)
+    await conversations.changed(turn.deps.hot, turn.deps.conversations, turn.user)
     return turn.deps.texts.reset_done
 
 

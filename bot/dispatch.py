@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from bot.conversations import VERSION_TTL_S, Known, fresh_version, version_key
 from bot.pipeline import Pipeline
 from bot.stages import asks_ai, fold_after_reply, inbox_payload
 from bot.turn import Inbound, Once, Turn
@@ -114,6 +115,11 @@ class Dispatcher:
         self._claims: dict[Key, Claim] = {}  # claimed here, not in the database yet
         self._landings: dict[Key, asyncio.Future[Landing]] = {}
         self._unchecked: set[Key] = set()  # claimed here, not yet checked against other processes' claims
+        # With a network database, users' conversations as this process knows them: a message claimed
+        # here runs on its user's copy, checked in the rate limit's round trip (``bot.conversations``).
+        # Every change this process makes to a conversation sets a new version, in the background.
+        self._copies = pipeline.deps.conversations
+        self._bump: set[str] = set()  # users whose conversation this process changed: a new version
 
     @property
     def db(self) -> Any:
@@ -255,20 +261,26 @@ class Dispatcher:
                 if self._answered_elsewhere(key):  # known before the model is paid
                     self._redelivered(key)
                     return
+                known: tuple[Known, int] | None = None  # the copy the run begins from, and its edits then
+                known_at = None
                 if key in self._unchecked:
                     self._unchecked.discard(key)
                     once = Once(seen_key(*key), SEEN_TTL_S, lambda: self._mine(key))
-                    read = await self._conversation(user) if asks_ai(inbound) else None
+                    if asks_ai(inbound):
+                        read, known, known_at = await self._known(user)
                 elif read is None and user in self._unstored_users:
                     await self._until_stored(user)
                 try:
                     async with replier.typing(inbound):
-                        turn = await self.pipeline.handle(inbound, claimed=True, conversation=read, once=once)
+                        turn = await self.pipeline.handle(
+                            inbound, claimed=True, conversation=read, once=once, known_at=known_at
+                        )
                 finally:
                     self._read.pop(user, None)  # read before this answer: stale now
                 if turn.repeated or self._answered_elsewhere(key):
                     self._redelivered(key)
                     return
+                self._copied(turn, known)
                 replies = self._answered[key] = turn.replies
                 self._unstored[key] = turn.exchange
             if key in self._unstored:
@@ -291,6 +303,45 @@ class Dispatcher:
             if key not in self._marks:  # else it is worked on until its mark is written
                 self._working.discard(key)
 
+    async def _known(
+        self, user: str
+    ) -> tuple[Conversation, tuple[Known, int] | None, tuple[str, int | None] | None]:
+        """The conversation for a message claimed here: this process's copy, with the version the
+        rate limit's round trip is to check; or, with none, read (the version first, so a change
+        made after it shows as another version)."""
+        if self._copies is None:
+            return await self._conversation(user), None, None
+        known = self._copies.get(user)
+        if known is not None:
+            return known.conversation, (known, known.edits), (version_key(user), known.version)
+        try:
+            (version,) = await self.pipeline.deps.hot.get_counters([version_key(user)])
+        except Exception:
+            version = None  # checked as stale next time
+        conversation = await self._conversation(user)
+        self._copies.put(user, version, conversation)
+        known = self._copies.get(user)
+        return conversation, None if known is None else (known, known.edits), None
+
+    def _copied(self, turn: Turn, known: tuple[Known, int] | None) -> None:
+        """After a run: its user's copy read again (another version was found), and a fold made
+        (the database changed: a new version follows)."""
+        if self._copies is None:
+            return
+        if known is not None and turn.stale:
+            if turn.conversation is None:  # the run ended before it read the conversation again
+                self._copies.drop(turn.user)
+            else:
+                self._copies.put(turn.user, turn.version, turn.conversation, began=known)
+        if turn.folded:
+            self._changed_here(turn.user)
+
+    def _changed_here(self, user: str) -> None:
+        """This process changed the user's conversation in the database: a new version, soon."""
+        if self._copies is not None:
+            self._bump.add(user)
+            self._write_soon()
+
     def _redelivered(self, key: Key) -> None:
         log.info("message %s:%s was delivered before, to this process or another; dropped", *key)
         self._forget(key)
@@ -310,6 +361,8 @@ class Dispatcher:
         self.journal.put(key, self._epochs.get(key, 0), replies, exchange)
         if exchange is not None and exchange.turns:
             self._changing(exchange.user_key)
+            if self._copies is not None:
+                self._copies.add(exchange)  # the user's next message here has it at once
         self._journaled[key] = (replies, exchange)
         self._write_soon()
 
@@ -328,6 +381,10 @@ class Dispatcher:
             if user is not None:
                 self._changed_now(user)
         del self._unstored[key]
+        if user is not None and self._copies is not None:
+            assert exchange is not None
+            self._copies.add(exchange)
+            self._changed_here(user)
         return True
 
     def _taken_over(self, key: tuple[str, str]) -> None:
@@ -363,7 +420,7 @@ class Dispatcher:
         done mark, in one call each, until none waits; retried with a growing pause while the
         database is down."""
         try:
-            while self._claims or self._journaled or self._marks:
+            while self._claims or self._journaled or self._marks or self._bump:
                 batch: dict[Key, datetime] = {}
                 try:
                     if self._claims:
@@ -388,8 +445,29 @@ class Dispatcher:
                     del self._marks[key]
                     self._forget(key)
                 self._unkeep(list(batch))
+                if self._bump:
+                    await self._new_versions()
         finally:
             self._marking = None
+
+    async def _new_versions(self) -> None:
+        """Set a new version for each user whose conversation this process changed, in one round trip,
+        swapped for the one before: a copy here of the version replaced stays good. Not retried: a
+        version not set leaves other processes' copies trusted for ``MAX_AGE_S`` at most."""
+        assert self._copies is not None
+        users, self._bump = list(self._bump), set()
+        versions = {user: fresh_version() for user in users}
+        try:
+            before = await self.pipeline.deps.hot.swap_counters(
+                {version_key(user): v for user, v in versions.items()}, VERSION_TTL_S
+            )
+        except Exception as error:
+            log.warning("conversation versions not set (%s) for %d users", type(error).__name__, len(users))
+            for user in users:
+                self._copies.drop(user)
+            return
+        for user, old in zip(users, before, strict=True):
+            self._copies.swapped(user, old, versions[user])
 
     def _forget(self, key: Key) -> None:
         """A message is done here (marked done, another process took it over, or a redelivery)."""
@@ -438,6 +516,10 @@ class Dispatcher:
             del self._journaled[key]
             if answer.exchange is not None and answer.exchange.turns:
                 self._changed_now(answer.exchange.user_key)
+                if mine:
+                    self._changed_here(answer.exchange.user_key)
+                elif self._copies is not None:
+                    self._copies.drop(answer.exchange.user_key)  # it has the exchange refused
             if not mine:
                 self._taken_over(key)
                 done.append(key)
@@ -483,6 +565,7 @@ class Dispatcher:
         is left for the user's next message, which finds the turns still there."""
         try:
             await fold_after_reply(turn)
+            self._changed_here(turn.user)
         except Exception as error:
             log.warning("conversation not folded (%s); the next message tries again", type(error).__name__)
         finally:
@@ -573,6 +656,9 @@ class Dispatcher:
         if kept:
             stored = await self.db.store_answers(kept)
             self.journal.drop([(a.channel, a.message_id) for a in kept])
+            for answer, mine in zip(kept, stored, strict=True):
+                if mine and answer.exchange is not None and answer.exchange.turns:
+                    self._changed_here(answer.exchange.user_key)
             sent = sum(1 for a, mine in zip(kept, stored, strict=True) if mine and a.done_at is not None)
             log.warning(
                 "%d answers the last run kept in its journal are stored: %d were sent, %d taken over elsewhere",

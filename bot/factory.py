@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from bot.conversations import Conversations
 from bot.jobs import RATE_LIMITED_TTL_S
 from bot.settings import Settings
 from bot.texts import load_texts
@@ -169,6 +170,7 @@ def build(
         clock=now,
         log=logging.getLogger("pennybot"),
         journal=None if local else Journal(settings.outbox_path),
+        conversations=None if local else Conversations(),
     )
     return Built(deps, catalog, simulated=all(s.provider == "simulated" for s in catalog))
 

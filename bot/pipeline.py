@@ -57,10 +57,12 @@ class Pipeline:
         claimed: bool = False,
         conversation: Conversation | None = None,
         once: Once | None = None,
+        known_at: tuple[str, int | None] | None = None,
     ) -> Turn:
         """Run one message; ``claimed``: the webhook stored it in the inbox already (and then
         the caller stores the turn's exchange with its replies); ``conversation``: the user's,
-        read with the claim or before the run; ``once``: claimed on this host only (``Once``)."""
+        read with the claim or before the run, or this process's copy of it at the version ``known_at``
+        (its key and the version); ``once``: claimed on this host only (``Once``)."""
         d = self.deps
         started = time.perf_counter()
         turn = Turn(
@@ -71,6 +73,7 @@ class Pipeline:
             claimed=claimed,
             once=once,
             conversation=conversation,
+            known_at=known_at,
             is_admin=inbound.user_key in d.settings.admin_user_ids,
         )
         turn = await self._run(turn)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from bot import commands, metrics
 from bot.calls import Outcome, call_chain, exempt, record_attempt, release_held
+from bot.conversations import changed
 from bot.jobs import rate_limited_key_at
 from bot.turn import Deps, Inbound, Next, Turn
 from budget.cache import CachedAnswer
@@ -151,15 +152,18 @@ async def _hit_and_read(turn: Turn) -> int:
         counters = d.budget.counter_keys(turn.user, turn.now)
         keys = counters + quota_keys(turn.user)
         flags = [warned_key(turn.user, k) for k in counters]
+        version = [turn.known_at[0]] if turn.known_at is not None else []
         peeks = _cache_candidates(turn)
         planned = _planned(turn, peeks)
         once = (turn.once.key, turn.once.ttl_s) if turn.once is not None else None
         read = await d.limiter.wait_time_and_read(
-            turn.user, turn.now.timestamp(), keys + flags, list(peeks.values()), planned and planned[1].admit, once
-        )
+            turn.user, turn.now.timestamp(), keys + flags + version, list(peeks.values()), planned and planned[1].admit,
+            once,
+        )  # fmt: skip
     except Exception as error:
         # Fail open: the budget gate after this stage still guards the money.
         d.log.warning("rate limiter unreachable (%s); message let through", type(error).__name__)
+        _known_at(turn, None)
         turn.repeated = turn.once is not None and await _repeated(turn, hot_down=True)
         return 0
     turn.once = None
@@ -167,10 +171,23 @@ async def _hit_and_read(turn: Turn) -> int:
         turn.repeated = True
         return 0
     turn.counters = read.values[: len(keys)]
-    turn.warned = frozenset(k for k, v in zip(flags, read.values[len(keys) :], strict=True) if v)
+    turn.warned = frozenset(k for k, v in zip(flags, read.values[len(keys) : len(keys) + len(flags)], strict=True) if v)
+    if version:
+        _known_at(turn, read.values[-1])
     turn.peeked = {tier: (key, raw) for (tier, key), raw in zip(peeks.items(), read.peeked, strict=True)}
     turn.held = planned if read.reserved else None
     return int(read.wait)
+
+
+def _known_at(turn: Turn, version: int | None) -> None:
+    """Check the process's copy of the conversation against the version read (None: missing, or
+    not read): another version, and the conversation is read again (the cache stage reads it)."""
+    if turn.known_at is None:
+        return
+    turn.version = version
+    if version is None or version != turn.known_at[1]:
+        turn.stale = True
+        turn.conversation = None
 
 
 def _cache_candidates(turn: Turn) -> dict[Tier, str]:
@@ -454,6 +471,7 @@ async def _remember(turn: Turn) -> None:
         return
     try:
         await d.db.add_turns(exchange.user_key, exchange.turns, exchange.at)
+        await changed(d.hot, d.conversations, exchange.user_key)
     except Exception as error:
         # The answer is paid for and goes out; failing the message here would answer it twice.
         # Only this exchange is missing from the conversation's memory (the database is down).
@@ -465,6 +483,10 @@ async def _fold(turn: Turn, conv: Conversation, n: int, *, free: bool = False) -
     for or none answers (or ``free``: the bot's budget is low), by an extractive summary, so no
     turn is ever dropped (invariant 9)."""
     d = turn.deps
+    if any(not t.id for t in conv.turns[:n]):  # this process's copy, with turns not read back yet
+        conv, n = await _with_ids(turn, conv, n)
+        if not n:
+            return conv
     old = conv.turns[:n]
     previous = conv.summary.content.removeprefix(SUMMARY_PREFIX) if conv.summary else None
     transcript = "\n".join(f"{'User' if t.role == 'user' else 'Assistant'}: {t.content}" for t in old)
@@ -481,7 +503,25 @@ async def _fold(turn: Turn, conv: Conversation, n: int, *, free: bool = False) -
     stored = await d.db.fold(
         turn.user, [t.id for t in old], (summary.message.content, summary.tokens, summary.size), turn.now
     )
+    turn.folded = True
+    if d.conversations is not None:
+        d.conversations.folded(turn.user, old, stored)
+    if not turn.claimed:  # else the dispatcher sets the new version, with its other writes
+        await changed(d.hot, None, turn.user)
     return Conversation(stored, conv.turns[n:])
+
+
+async def _with_ids(turn: Turn, conv: Conversation, n: int) -> tuple[Conversation, int]:
+    """The database's ids for the turns of a process's copy (those it stored itself have none), by
+    their place: the copy is the database's turns, then any still on their way there. ``n`` is cut
+    to the turns found (a fold waits for the rest)."""
+    stored = (await turn.deps.db.conversation(turn.user)).turns
+    turns = list(conv.turns)
+    for i, t in enumerate(turns[: len(stored)]):
+        if not t.id and (stored[i].role, stored[i].content) == (t.role, t.content):
+            turns[i] = stored[i]
+    known = next((i for i, t in enumerate(turns) if not t.id), len(turns))
+    return Conversation(conv.summary, turns), min(n, known)
 
 
 async def choose(turn: Turn, next: Next) -> Turn:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+from bot.conversations import Conversations
 from bot.settings import Settings
 from bot.texts import Texts
 from budget.cache import AnswerCache
@@ -84,6 +85,8 @@ class Deps:
     seen_users: set[str] = field(default_factory=set)  # registered in the users table by this process
     # Where a network database's claims and answers wait, on this host, until it has them (bot.dispatch).
     journal: Journal | None = None
+    # With a network database: users' conversations as this process knows them (bot.conversations).
+    conversations: Conversations | None = None
 
 
 @dataclass(slots=True)
@@ -97,6 +100,12 @@ class Turn:
     claimed: bool = False  # stored in the inbox already, by the webhook that received it
     once: Once | None = None  # claimed on this host only: to be checked against every process's claims
     repeated: bool = False  # a redelivery (``once``): dropped, no reply
+    # The conversation came from this process's copy, at this version (its key, the version): the
+    # rate limit's round trip reads the version, and a different one means it is read again.
+    known_at: tuple[str, int | None] | None = None
+    version: int | None = None  # the version the rate limit's round trip read (with ``known_at``)
+    stale: bool = False  # the copy was not the database's: the conversation was read again
+    folded: bool = False  # old turns were folded into the summary (the database changed)
     is_admin: bool = False
     replies: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)

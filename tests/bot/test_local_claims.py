@@ -186,3 +186,92 @@ async def test_claims_a_crash_left_in_the_journal_are_stored_and_answered_once(
     assert [m for m, _ in replier.sent] == ["m-0", "m-1"]
     assert sorted(await paid(bot)) == ["m-0", "m-1"]
     assert await bot.deps.db.open_inbox() == []
+
+
+async def inputs(*bots: Bot) -> dict[str, int]:
+    """The input tokens of the ledger's rows, by message: how much history each prompt carried."""
+    for bot in bots:
+        await bot.deps.recorder.flush()
+    now = bots[0].clock.now
+    rows = await bots[0].deps.db.requests(now - timedelta(days=1), now + timedelta(days=1))
+    return {r.message_id or "": r.usage.input_tokens for r in rows}
+
+
+async def handled(dispatcher: Dispatcher, inbound: Inbound) -> None:
+    assert await dispatcher.claim(inbound)
+    await dispatcher.run(inbound)
+    await dispatcher.marks_written()
+
+
+async def test_a_users_next_messages_run_on_the_process_copy_of_the_conversation(
+    make_bot: Any, pg_redis: dict[str, str], tmp_path: Path
+) -> None:
+    # The first message reads the conversation (the copy is new); the next ones run on the copy,
+    # which has each exchange as soon as it is journaled, checked by the version Redis holds.
+    bot: Bot = await make_bot(**pg_redis, outbox_path=tmp_path / "ob.db")
+    spy = Spy(bot.deps.db, "conversation", "claim_inbox_reading", "answer_inbox")
+    dispatcher = Dispatcher(bot.pipeline, {"console": Recording()}, Journal(tmp_path / "j.db"))
+    texts = ["my name is Ada and I like tea", "what do I like?", "and my name?"]
+    for i, text in enumerate(texts):
+        await handled(dispatcher, Inbound("console", "a", "a", f"m-{i}", text))
+    assert spy.calls == ["conversation"]  # one read, for the first message
+    sizes = await inputs(bot)
+    assert sizes["m-0"] < sizes["m-1"] < sizes["m-2"]  # each prompt carried the exchanges before it
+    turns = (await bot.deps.db.conversation("console:a")).turns
+    assert [t.content for t in turns if t.role == "user"] == texts
+
+
+async def test_a_change_another_process_made_is_seen_by_the_version_and_read_again(
+    make_bot: Any, pg_redis: dict[str, str], tmp_path: Path
+) -> None:
+    bot: Bot = await make_bot(**pg_redis, outbox_path=tmp_path / "ob.db")
+    spy = Spy(bot.deps.db, "conversation")
+    a = Dispatcher(bot.pipeline, {"console": Recording()}, Journal(tmp_path / "a.db"))
+    b_bot: Bot = await make_bot(**pg_redis, outbox_path=tmp_path / "ob-b.db")  # another process: its own copies
+    b_spy = Spy(b_bot.deps.db, "conversation")
+    b = Dispatcher(b_bot.pipeline, {"console": Recording()}, Journal(tmp_path / "b.db"))
+    await handled(a, Inbound("console", "u", "u", "m-1", "my name is Ada"))
+    await handled(b, Inbound("console", "u", "u", "m-2", "I live in Paris"))
+    await handled(a, Inbound("console", "u", "u", "m-3", "where do I live?"))  # A's copy lacks m-2: read again
+    await handled(a, Inbound("console", "u", "u", "m-4", "and my name?"))  # the copy read is good again
+    assert spy.calls == ["conversation", "conversation"] and b_spy.calls == ["conversation"]
+    sizes = await inputs(bot, b_bot)
+    assert sizes["m-1"] < sizes["m-2"] < sizes["m-3"] < sizes["m-4"]  # each with every exchange before it
+    # A reset on B: A's copy is not used again (its version is gone), the history is empty.
+    await handled(b, Inbound("console", "u", "u", "m-5", "/reset"))
+    await handled(a, Inbound("console", "u", "u", "m-6", "my name is Ada"))
+    assert spy.calls == ["conversation"] * 3
+    # m-1's answer, cached (it was made with no history), serves m-6: only a conversation with no
+    # history is served from the cache for a message that is not self-contained.
+    assert (await inputs(bot, b_bot))["m-6"] == 0
+
+
+async def test_a_change_another_process_makes_while_this_one_writes_its_own_drops_this_ones_copy(
+    make_bot: Any, pg_redis: dict[str, str], tmp_path: Path
+) -> None:
+    # A's exchange is on its way to the database when B changes the conversation and sets its
+    # version. A's new version then replaces B's, not the one A's copy had: A's copy lacks B's
+    # exchange, so it is dropped, and A's next message reads the conversation again.
+    bot: Bot = await make_bot(**pg_redis, outbox_path=tmp_path / "ob.db")
+    b_bot: Bot = await make_bot(**pg_redis, outbox_path=tmp_path / "ob-b.db")
+    a = Dispatcher(bot.pipeline, {"console": Recording()}, Journal(tmp_path / "a.db"))
+    b = Dispatcher(b_bot.pipeline, {"console": Recording()}, Journal(tmp_path / "b.db"))
+    await handled(a, Inbound("console", "u", "u", "m-1", "my name is Ada"))
+    gate, store = asyncio.Event(), bot.deps.db.store_answers
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        await gate.wait()
+        return await store(*args, **kwargs)
+
+    bot.deps.db.store_answers = held
+    spy = Spy(bot.deps.db, "conversation")
+    m3 = Inbound("console", "u", "u", "m-3", "I live in Paris")
+    assert await a.claim(m3)
+    await a.run(m3)  # sent; its exchange waits at the gate
+    await handled(b, Inbound("console", "u", "u", "m-4", "I work as an engineer"))
+    gate.set()
+    await a.marks_written()
+    await handled(a, Inbound("console", "u", "u", "m-5", "what is my job?"))
+    assert spy.calls == ["conversation"]  # the copy was dropped: read again
+    sizes = await inputs(bot, b_bot)
+    assert sizes["m-5"] > sizes["m-4"] > sizes["m-1"] and sizes["m-5"] > sizes["m-3"]
