@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from bot.conversations import version_key
 from bot.dispatch import Dispatcher, seen_key
 from bot.turn import Inbound
 from budget.journal import Journal
@@ -275,3 +276,55 @@ async def test_a_change_another_process_makes_while_this_one_writes_its_own_drop
     assert spy.calls == ["conversation"]  # the copy was dropped: read again
     sizes = await inputs(bot, b_bot)
     assert sizes["m-5"] > sizes["m-4"] > sizes["m-1"] and sizes["m-5"] > sizes["m-3"]
+
+
+async def settled(dispatcher: Dispatcher) -> None:
+    """Every task of the dispatcher done: writes, and folds after replies."""
+    while dispatcher._tasks:
+        await asyncio.wait(set(dispatcher._tasks))
+
+
+async def test_a_fold_on_the_copy_finds_its_turns_in_the_database_and_the_copy_follows_it(
+    make_bot: Any, pg_redis: dict[str, str], tmp_path: Path
+) -> None:
+    # The copy's turns came from this process (the conversation was empty when first read): they
+    # have no database ids. The fold after the 11th reply reads them back for their ids, folds the
+    # oldest 10, and the copy takes the summary: the 12th message runs on it, reading nothing.
+    bot: Bot = await make_bot(**pg_redis, outbox_path=tmp_path / "ob.db")
+    db = bot.deps.db
+    spy = Spy(db, "conversation", "fold")
+    dispatcher = Dispatcher(bot.pipeline, {"console": Recording()}, Journal(tmp_path / "j.db"))
+    for i in range(12):
+        await handled(dispatcher, Inbound("console", "a", "a", f"m-{i}", f"tell me fact number {i} about the sea"))
+        await settled(dispatcher)
+    assert spy.calls == ["conversation", "conversation", "fold"]  # the first read; the fold's ids, and the fold
+    conversation = await db.conversation("console:a")
+    assert conversation.summary is not None and len(conversation.turns) == 14  # 10 kept, 2 exchanges since
+    copy = bot.deps.conversations.get("console:a")  # type: ignore[union-attr]
+    assert copy is not None and copy.conversation.summary == conversation.summary
+    assert [(t.role, t.content) for t in copy.conversation.turns] == [(t.role, t.content) for t in conversation.turns]
+
+
+async def test_a_fold_after_the_reply_sets_a_new_version(
+    make_bot: Any, pg_redis: dict[str, str], tmp_path: Path
+) -> None:
+    # Other processes' copies must not keep the turns folded away: the fold, in the background after
+    # the reply, is followed by a new version of its own.
+    bot: Bot = await make_bot(**pg_redis, outbox_path=tmp_path / "ob.db")
+    dispatcher = Dispatcher(bot.pipeline, {"console": Recording()}, Journal(tmp_path / "j.db"))
+    gate, fold = asyncio.Event(), bot.deps.db.fold
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        await gate.wait()
+        return await fold(*args, **kwargs)
+
+    bot.deps.db.fold = held
+    key = f"{pg_redis['redis_url'].split('prefix=')[1]}:{version_key('console:a')}"
+    async with aioredis.Redis.from_url(REDIS_URL) as raw:
+        for i in range(11):  # the 11th reply puts off a fold of the oldest 10 turns
+            await handled(dispatcher, Inbound("console", "a", "a", f"m-{i}", f"tell me fact number {i} about the sea"))
+        before = await raw.get(key)
+        gate.set()
+        await settled(dispatcher)
+        assert before is not None and await raw.get(key) not in (None, before)
+    assert (await bot.deps.db.conversation("console:a")).summary is not None
