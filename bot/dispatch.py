@@ -111,7 +111,11 @@ class Dispatcher:
         # webhook's message is claimed on this host (the journal) before it is acknowledged, and in
         # the database in the background (``_land``), before any answer of it: the database's word
         # on each claim, for a run that needs it (the hot store was out of reach).
-        self._local_claims = journal is not None and bool(getattr(pipeline.deps.hot, "dedupes", False))
+        self._local_claims = (
+            journal is not None
+            and bool(getattr(pipeline.deps.hot, "dedupes", False))
+            and pipeline.deps.settings.inbox_local_claims
+        )
         self._claims: dict[Key, Claim] = {}  # claimed here, not in the database yet
         self._landings: dict[Key, asyncio.Future[Landing]] = {}
         self._unchecked: set[Key] = set()  # claimed here, not yet checked against other processes' claims

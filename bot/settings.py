@@ -99,6 +99,7 @@ class Settings(BaseSettings):
     shutdown_grace_s: Annotated[float, Field(ge=0)] = 20.0
     inbox_lease_s: Annotated[float, Field(gt=0)] = 60.0
     inbox_sweep_s: Annotated[float, Field(gt=0)] = 15.0
+    inbox_local_claims: bool = True
     telegram_bot_token: SecretStr | None = None
     telegram_webhook_secret: SecretStr | None = None
     telegram_api_base_url: str = "https://api.telegram.org/bot"

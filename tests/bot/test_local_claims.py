@@ -328,3 +328,20 @@ async def test_a_fold_after_the_reply_sets_a_new_version(
         await settled(dispatcher)
         assert before is not None and await raw.get(key) not in (None, before)
     assert (await bot.deps.db.conversation("console:a")).summary is not None
+
+
+async def test_with_local_claims_off_the_claim_is_the_databases_and_reads_the_conversation(
+    make_bot: Any, pg_redis: dict[str, str], tmp_path: Path
+) -> None:
+    bot: Bot = await make_bot(**pg_redis, outbox_path=tmp_path / "ob.db", inbox_local_claims=False)
+    spy = Spy(bot.deps.db, "claim_inbox_reading", "land_claims", "conversation")
+    journal = Journal(tmp_path / "j.db")
+    dispatcher = Dispatcher(bot.pipeline, {"console": Recording()}, journal)
+    for i in range(2):
+        inbound = Inbound("console", "a", "a", f"m-{i}", f"question {i}")
+        assert await dispatcher.claim(inbound)
+        assert journal.claims() == []
+        await dispatcher.run(inbound)
+        await dispatcher.marks_written()
+    assert spy.calls == ["claim_inbox_reading"] * 2
+    assert await bot.deps.db.open_inbox() == []
