@@ -310,6 +310,7 @@ def create_app(settings: Settings, built: Built | None = None) -> FastAPI:
         except Exception as error:
             return _store_down(error)
         if claimed:
+            runtime.dispatcher.spawn(runtime.dispatcher.run(inbound))  # not waiting for the fee's write
             deps = built.deps
             fee = settings.twilio_price_per_message
             try:
@@ -317,7 +318,6 @@ def create_app(settings: Settings, built: Built | None = None) -> FastAPI:
                 metrics.channel_fee("whatsapp", "in", fee)
             except Exception as error:  # the message is stored: answer it, even if its fee is not
                 log.warning("channel fee not recorded (%s)", type(error).__name__)
-            runtime.dispatcher.spawn(runtime.dispatcher.run(inbound))
         return Response(wa.EMPTY_TWIML, media_type="text/xml")
 
     return app

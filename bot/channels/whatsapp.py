@@ -85,8 +85,11 @@ class WhatsAppReplier:
     async def send(self, inbound: Inbound, parts: Sequence[str]) -> None:
         for part in [p for reply in parts for p in split_message(reply, LIMIT, units="utf16")]:
             sid = await self._send(inbound.chat_id, part)
-            await self.db.record_fee("whatsapp", inbound.user_key, "out", sid, self.fee, self.clock())
             metrics.channel_fee("whatsapp", "out", self.fee)
+            try:
+                await self.db.record_fee("whatsapp", inbound.user_key, "out", sid, self.fee, self.clock())
+            except Exception as error:  # the part is out: failing here would send it again
+                log.warning("channel fee not recorded (%s)", type(error).__name__)
 
     async def _send(self, to: str, body: str) -> str:
         for wait in (*self.backoff_s, None):

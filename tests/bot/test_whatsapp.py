@@ -137,3 +137,25 @@ async def test_the_app_serves_metrics_with_the_channel_fees(twilio_server: FakeT
     assert 'cost_channel_fees_usd_total{channel="whatsapp",direction="in"} 0.005' in text
     assert 'cost_channel_fees_usd_total{channel="whatsapp",direction="out"} 0.005' in text
     assert "cost_cpu_usage_cores" in text and "+15551234567" not in text
+
+
+async def test_a_reply_whose_fee_cannot_be_recorded_is_still_done_and_sent_once(
+    twilio_server: FakeTwilioServer,
+) -> None:
+    # The database refuses the outbound fee's row after the part went out: the message is marked
+    # done all the same (failing the send would leave it open, to be sent again).
+    async with serve(**channel_settings(None, twilio_server)) as s:
+        db = s.runtime.built.deps.db
+        record = db.record_fee
+
+        async def refusing(channel: str, user: str, direction: str, *args: Any) -> None:
+            if direction == "out":
+                raise ConnectionError("database down")
+            await record(channel, user, direction, *args)
+
+        db.record_fee = refusing
+        await post(s, whatsapp_form("SM" + "9" * 32, "+15551234567", "hello"))
+        await until(lambda: len(twilio_server.sent_bodies()) == 1)
+        await until(lambda: _open(s, 0))
+        await until(lambda: _fees_are(s, Decimal("0.005")))  # the inbound fee only
+        assert len(twilio_server.sent_bodies()) == 1

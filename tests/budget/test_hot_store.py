@@ -182,17 +182,23 @@ async def test_a_once_key_rides_with_the_rate_limit_and_a_repeat_does_nothing_el
     assert other == HitRead(55.0, [held, None, 7], [], False, False)
 
 
+def expire_in_postgres(hot: PostgresHotStore, key: str) -> float:
+    """The seconds the key had left by the server's clock (as Redis's), and its row moved past its ttl."""
+    with psycopg.connect(hot._dsn, autocommit=True) as conn:
+        table = f"{hot.schema}.hot_counters"
+        left = conn.execute(f"select extract(epoch from expires_at - now()) from {table} where key = %s", [key])
+        seconds = float(left.fetchone()[0])  # type: ignore[index]
+        conn.execute(f"update {table} set expires_at = now() - interval '1 s' where key = %s", [key])
+    return seconds
+
+
 async def test_a_once_key_lives_for_its_ttl(hot: HotStore) -> None:
     seen = "pb:{inbox}:seen:telegram:1"
     assert not (await hot.hit_and_get("rl", 5, 60, 0.0, [], once=(seen, 60))).repeated
     if isinstance(hot, RedisHotStore):
         assert 59 <= await hot.redis.ttl(hot._k(seen)) <= 60  # set with its ttl, in the script
     elif isinstance(hot, PostgresHotStore):  # server time, as Redis's: its row is moved past its ttl
-        with psycopg.connect(hot._dsn, autocommit=True) as conn:
-            table = f"{hot.schema}.hot_counters"
-            left = conn.execute(f"select extract(epoch from expires_at - now()) from {table} where key = %s", [seen])
-            assert 59 <= left.fetchone()[0] <= 60  # type: ignore[index]
-            conn.execute(f"update {table} set expires_at = now() - interval '1 s' where key = %s", [seen])
+        assert 59 <= expire_in_postgres(hot, seen) <= 60
         assert not (await hot.hit_and_get("rl", 5, 60, 1.0, [], once=(seen, 60))).repeated  # expired: a first time
     # Within its ttl, a repeat (the memory store's flags, as its set_once's, last as long as the process).
     assert (await hot.hit_and_get("rl", 5, 60, 2.0, [], once=(seen, 60))).repeated
@@ -445,11 +451,7 @@ async def test_swap_counters_sets_each_and_returns_what_it_held_before(hot: HotS
     if isinstance(hot, RedisHotStore):  # each key lives for the swap's ttl, set_counters's 3600 replaced
         assert [59 <= await hot.redis.ttl(hot._k(k)) <= 60 for k in (mine, theirs)] == [True, True]
     elif isinstance(hot, PostgresHotStore):  # server time, as Redis's: a row past its ttl is missing
-        with psycopg.connect(hot._dsn, autocommit=True) as conn:
-            table = f"{hot.schema}.hot_counters"
-            left = conn.execute(f"select extract(epoch from expires_at - now()) from {table} where key = %s", [mine])
-            assert 59 <= left.fetchone()[0] <= 60  # type: ignore[index]
-            conn.execute(f"update {table} set expires_at = now() - interval '1 s' where key = %s", [mine])
+        assert 59 <= expire_in_postgres(hot, mine) <= 60
         assert await hot.swap_counters({mine: 6, theirs: 3}, 60) == [None, 2]
         assert await hot.get_counters([mine, theirs]) == [6, 3]
 
