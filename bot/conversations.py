@@ -87,6 +87,15 @@ class Conversations:
         if len(self._known) > self.max_users:
             self._known.popitem(last=False)
 
+    def put_new(self, user: str, version: int | None, conversation: Conversation) -> Known | None:
+        """Keep a copy read because there was none; if another run made one meanwhile (two messages
+        of the user at once), which is newer is unknown: neither is kept."""
+        if user in self._known:
+            del self._known[user]
+            return None
+        self.put(user, version, conversation)
+        return self._known[user]
+
     def drop(self, user: str) -> None:
         self._known.pop(user, None)
 

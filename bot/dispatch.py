@@ -323,8 +323,7 @@ class Dispatcher:
         except Exception:
             version = None  # checked as stale next time
         conversation = await self._conversation(user)
-        self._copies.put(user, version, conversation)
-        known = self._copies.get(user)
+        known = self._copies.put_new(user, version, conversation)
         return conversation, None if known is None else (known, known.edits), None
 
     def _copied(self, turn: Turn, known: tuple[Known, int] | None) -> None:

@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from bot.conversations import version_key
+from bot.conversations import Conversations, version_key
 from bot.dispatch import Dispatcher, seen_key
 from bot.turn import Inbound
 from budget.journal import Journal
+from budget.records import Conversation
 from tests.bot.test_dispatch import Recording, Spy
 from tests.budget.test_schema import drop as drop_schema
 from tests.conftest import Bot
@@ -345,3 +346,12 @@ async def test_with_local_claims_off_the_claim_is_the_databases_and_reads_the_co
         await dispatcher.marks_written()
     assert spy.calls == ["claim_inbox_reading"] * 2
     assert await bot.deps.db.open_inbox() == []
+
+
+def test_two_runs_that_found_no_copy_keep_none_of_theirs() -> None:
+    # Two messages of a user at once, each read the conversation: the second to come back cannot
+    # tell whether the first's copy has an exchange it lacks, so neither copy is kept.
+    copies = Conversations()
+    assert copies.put_new("u", 7, Conversation(None, [])) is not None
+    assert copies.put_new("u", 7, Conversation(None, [])) is None
+    assert copies.get("u") is None
