@@ -355,3 +355,35 @@ def test_two_runs_that_found_no_copy_keep_none_of_theirs() -> None:
     assert copies.put_new("u", 7, Conversation(None, [])) is not None
     assert copies.put_new("u", 7, Conversation(None, [])) is None
     assert copies.get("u") is None
+
+
+async def test_a_redelivery_the_database_names_during_the_run_is_not_sent(
+    make_bot: Any, pg_redis: dict[str, str], tmp_path: Path
+) -> None:
+    # Redis forgot the once-key and B's claim lands only while B's model call runs: the answer is
+    # paid (the ledger has both calls) but not stored or sent; the first answer stands.
+    bot: Bot = await make_bot(**pg_redis, outbox_path=tmp_path / "ob.db", simulated_latency_ms=200)
+    b_bot: Bot = await make_bot(**pg_redis, outbox_path=tmp_path / "ob-b.db", simulated_latency_ms=200)
+    a = Dispatcher(bot.pipeline, {"console": Recording()}, Journal(tmp_path / "a.db"))
+    b = Dispatcher(b_bot.pipeline, {"console": Recording()}, Journal(tmp_path / "b.db"))
+    inbound = Inbound("console", "u", "u", "m-1", "a question")
+    await handled(a, inbound)
+    async with aioredis.Redis.from_url(REDIS_URL) as raw:
+        assert await raw.delete(f"{pg_redis['redis_url'].split('prefix=')[1]}:{seen_key('console', 'm-1')}") == 1
+    gate, land = asyncio.Event(), b_bot.deps.db.land_claims
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        await gate.wait()
+        return await land(*args, **kwargs)
+
+    b_bot.deps.db.land_claims = held
+    assert await b.claim(inbound)
+    run = asyncio.create_task(b.run(inbound))
+    await asyncio.sleep(0.1)  # B's model call is under way
+    gate.set()
+    await run
+    await settled(b)
+    assert b.repliers["console"].sent == []  # type: ignore[attr-defined]
+    assert len(a.repliers["console"].sent) == 1  # type: ignore[attr-defined]
+    assert sorted(await paid(bot)) == ["m-1", "m-1"]
+    assert len((await bot.deps.db.conversation("console:u")).turns) == 2
