@@ -111,11 +111,8 @@ class Dispatcher:
         # webhook's message is claimed on this host (the journal) before it is acknowledged, and in
         # the database in the background (``_land``), before any answer of it: the database's word
         # on each claim, for a run that needs it (the hot store was out of reach).
-        self._local_claims = (
-            journal is not None
-            and bool(getattr(pipeline.deps.hot, "dedupes", False))
-            and pipeline.deps.settings.inbox_local_claims
-        )
+        deps = pipeline.deps
+        self._local_claims = journal is not None and deps.hot.dedupes and deps.settings.inbox_local_claims
         self._claims: dict[Key, Claim] = {}  # claimed here, not in the database yet
         self._landings: dict[Key, asyncio.Future[Landing]] = {}
         self._unchecked: set[Key] = set()  # claimed here, not yet checked against other processes' claims
@@ -149,7 +146,7 @@ class Dispatcher:
         if conversation is None:
             return False
         self._leased(key, now)
-        if not settled or self._changed.get(user, self._forgotten) > began:
+        if not settled or self._changed_since(user, began):
             return True  # the conversation changed meanwhile: the run reads it again
         if user not in self._read and len(self._read) >= MAX_READ_AHEAD:
             del self._read[next(iter(self._read))]  # runs that never came (an update no handler took)
@@ -200,9 +197,14 @@ class Dispatcher:
                 await self._until_stored(user)
             began = self._changes
             conversation: Conversation = await self.db.conversation(user)
-            if attempt or self._changed.get(user, self._forgotten) <= began:
+            if attempt or not self._changed_since(user, began):
                 break
         return conversation
+
+    def _changed_since(self, user: str, began: int) -> bool:
+        """Whether the user's conversation changed here after change number ``began`` (a forgotten
+        user counts as changed at the newest forgotten change: it errs toward reading again)."""
+        return self._changed.get(user, self._forgotten) > began
 
     def _changing(self, user: str) -> None:
         """A user's conversation is about to change here (an exchange to store)."""

@@ -504,10 +504,10 @@ async def _fold(turn: Turn, conv: Conversation, n: int, *, free: bool = False) -
         turn.user, [t.id for t in old], (summary.message.content, summary.tokens, summary.size), turn.now
     )
     turn.folded = True
-    if d.conversations is not None:
+    if not turn.claimed:
+        await changed(d.hot, d.conversations, turn.user)
+    elif d.conversations is not None:  # the dispatcher sets the new version, with its other writes
         d.conversations.folded(turn.user, old, stored)
-    if not turn.claimed:  # else the dispatcher sets the new version, with its other writes
-        await changed(d.hot, None, turn.user)
     return Conversation(stored, conv.turns[n:])
 
 
