@@ -127,6 +127,13 @@ def _hit_args(limit: int, window_s: float, now: float) -> list[str | int]:
     return [_score(now - window_s), int(limit), _score(now), member, expire_ms]
 
 
+def _token() -> str:
+    """A once-key's value, new for each call: redis-py retrying the call after a lost reply (the
+    connection dropped after the server ran it) sends the same token again, and the key holding it
+    tells that retry from a second claim of the same key."""
+    return uuid.uuid4().hex
+
+
 def _wait(oldest: str | None, window_s: float, now: float) -> float:
     if oldest is None:
         return 0.0
@@ -246,7 +253,7 @@ class RedisHotStore:
             args += self._admit_args(admit, keys, peeks, now)
         if once is not None:  # last of each: the script counts KEYS and ARGV to find it
             names.append(self._k(once[0]))
-            args.append(max(1, int(once[1])))
+            args += [_token(), max(1, int(once[1]))]
         oldest, values, entries, reserved, repeated = await self._hit_get(keys=names, args=args)
         return HitRead(
             _wait(oldest or None, window_s, now),
@@ -300,7 +307,9 @@ class RedisHotStore:
         return int(await self.redis.incrby(self._k(key), _whole(by)))
 
     async def set_once(self, key: str, ttl_s: int) -> bool:
-        return bool(await self.redis.set(self._k(key), 1, nx=True, ex=max(1, int(ttl_s))))
+        token = _token()
+        held = await self.redis.set(self._k(key), token, nx=True, get=True, ex=max(1, int(ttl_s)))
+        return held is None or held == token
 
     async def aclose(self) -> None:
         await self.redis.aclose()  # from_pool gave the client the pool: this closes its connections too

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -22,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from budget.stores import Hold, HotStore, open_hot_store
+from budget.stores import Admit, HitRead, Hold, HotStore, open_hot_store
 from budget.stores.memory import MemoryHotStore
 from budget.stores.redis import RedisHotStore
 from tests.conftest import require_server
@@ -330,6 +331,93 @@ async def test_each_call_is_one_round_trip(private_redis: str) -> None:
     assert sent == ["EVALSHA"] * 6
     for client in (watcher, marker, made):
         await client.aclose()
+
+
+class LosesAReply:
+    """A TCP proxy in front of the shared Redis that, once armed, forwards the next command whose
+    bytes hold ``marker``, lets the server run it and drops the connection instead of its reply:
+    the client sees a dropped connection and retries on a new one (redis-py's ``Retry``)."""
+
+    def __init__(self, target: str) -> None:
+        parts = urlsplit(target)
+        self.target = (parts.hostname or "127.0.0.1", parts.port or 6379)
+        self.marker: bytes | None = None
+        self.lost = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        lose_next = False
+
+        async def requests() -> None:
+            nonlocal lose_next
+            while data := await reader.read(65536):
+                if self.marker is not None and self.marker in data:
+                    self.marker, lose_next = None, True
+                up_writer.write(data)
+                await up_writer.drain()
+
+        async def replies() -> None:
+            nonlocal lose_next
+            while data := await up_reader.read(65536):
+                if lose_next:  # the server ran the command: its reply never arrives
+                    lose_next = False
+                    self.lost += 1
+                    writer.transport.abort()
+                    up_writer.transport.abort()
+                    return
+                writer.write(data)
+                await writer.drain()
+
+        try:
+            await asyncio.gather(requests(), replies())
+        except ConnectionError:
+            pass
+        finally:
+            writer.transport.abort()
+            up_writer.transport.abort()
+
+
+async def test_a_once_key_call_retried_after_a_lost_reply_is_no_repeat(raw: aioredis.Redis) -> None:
+    """The once-key's value is the call's own token: a call the client sends again because the
+    connection dropped before its reply finds its own token and goes on (its steps are idempotent),
+    where a second claim of the message finds another and is a repeat."""
+    proxy = LosesAReply(REDIS_URL)
+    via = await proxy.start()
+    async with redis_namespace() as url:
+        prefix = url.split("prefix=")[1]
+        made = RedisHotStore(url.replace(urlsplit(url).netloc, via, 1))
+        usd, seen = "pb:{u}:usd", "pb:{inbox}:seen:telegram:1"
+        try:
+            await made.set_counters({usd: 1_500}, 3600)
+            admit = Admit("r1", [Hold(usd, 100, 10_000)], [9_000], 60, {})
+            await made.hit_and_get("pb:{x}:rl", 5, 60, 0.0, [])  # the script loaded: the lost reply is its run's
+
+            proxy.marker = b"EVALSHA"
+            first = await made.hit_and_get("pb:{u}:rl", 5, 60, 1.0, [usd], admit=admit, once=(seen, 60))
+            assert proxy.lost == 1  # the server ran it once before the retry
+            # The retry: no repeat. Its read comes after the first run's hold (the same id: held once).
+            assert first == HitRead(0.0, [1_600], [], True, False)
+            assert await raw.zcard(f"{prefix}:pb:{{u}}:rl") == 1  # one event (the same member)
+            assert await made.get_counters([usd]) == [1_600]  # held once (the same reservation id)
+            again = await made.hit_and_get("pb:{u}:rl", 5, 60, 2.0, [usd], once=(seen, 60))
+            assert again == HitRead(0.0, [], [], False, True)  # another claim of it: a repeat
+
+            proxy.marker = b"SET"
+            assert await made.set_once("pb:{w}:warned", 60) is True  # its own retry
+            assert proxy.lost == 2
+            assert await made.set_once("pb:{w}:warned", 60) is False
+        finally:
+            await made.aclose()
+            await proxy.stop()
 
 
 async def test_the_pool_makes_calls_wait_instead_of_failing() -> None:

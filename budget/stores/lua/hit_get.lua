@@ -10,10 +10,12 @@
 -- peek's index (0 for none), ARGV[14] e, then e pairs (a counter's index among the n, the value it
 -- must hold), then h quadruples (the counter's index among the n, amount, limit, ceiling; '' for
 -- none).
--- Last, only with a once-key (a message's dedupe flag): the key after every other key, its ttl in
--- seconds after every other argument; found by counting KEYS and ARGV against the layout above.
--- It is set first (SET NX EX); if it existed already, the call is a repeat and nothing else is
--- done: no event counted, nothing read or held.
+-- Last, only with a once-key (a message's dedupe flag): the key after every other key, then after
+-- every other argument the caller's token (new for each call) and the key's ttl in seconds; found
+-- by counting KEYS and ARGV against the layout above. It is set first (SET NX with the token); if
+-- it held another token already, the call is a repeat and nothing else is done: no event counted,
+-- nothing read or held. The same token is this very call sent again (the client retried after a
+-- lost reply): not a repeat, and every step after it is idempotent on that call's arguments.
 -- Returns {wait, values, entries, reserved, repeated}; for a repeat {'', {}, {}, 0, 1}. Else
 -- repeated is 0, wait is '' if the event is allowed (and counted), else the oldest event's time
 -- as a string; values are the counters (nil where missing), read whether or not the event was
@@ -24,14 +26,18 @@
 -- its limit. Else nothing is held.
 
 local n, now, p, h = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
--- How many KEYS and ARGV there are without a once-key: one more of each is the key and its ttl.
+-- How many KEYS and ARGV there are without a once-key: it adds the key, the token and the ttl.
 local keys = 1 + n + (p > 0 and 1 + p or 0) + (h > 0 and 2 or 0)
 local args = h > 0 and 14 + 2 * tonumber(ARGV[14]) + 4 * h or 9
-if (#KEYS > keys) ~= (#ARGV > args) then
-  return redis.error_reply('hit_get: a once-key comes with its ttl')
+if #ARGV ~= args + (#KEYS > keys and 2 or 0) then
+  return redis.error_reply('hit_get: a once-key comes with its token and ttl')
 end
-if #KEYS > keys and not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'EX', ARGV[#ARGV]) then
-  return {'', {}, {}, 0, 1}
+if #KEYS > keys then
+  local token = ARGV[#ARGV - 1]
+  local held = redis.call('SET', KEYS[#KEYS], token, 'NX', 'GET', 'EX', ARGV[#ARGV])
+  if held and held ~= token then
+    return {'', {}, {}, 0, 1}
+  end
 end
 
 local wait = ''
