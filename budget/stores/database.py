@@ -34,21 +34,6 @@ async def answer_each(db: Database, answers: Sequence[Answer]) -> list[bool]:
     return stored
 
 
-async def land_each(db: Database, claims: Sequence[Claim], token: str, now: datetime, lease_s: float) -> list[Landing]:
-    """``land_claims`` as one ``claim_inbox`` each, for the stores without a single write for it:
-    MINE where it inserted, else PENDING. It cannot tell more without a read: a message there
-    before is PENDING even if it was answered, or landed by this token (a retried call)."""
-    landed = []
-    for c in claims:
-        # claim_inbox stores its ``now`` as received_at and leases until now + lease_s: the claim's
-        # time, with the lease stretched by the claim's age, ends the lease at our now + lease_s.
-        age = (now - c.received_at).total_seconds()
-        payload = {**c.payload, "by": token}
-        mine = await db.claim_inbox(c.channel, c.message_id, c.user_key, payload, c.received_at, lease_s + age)
-        landed.append(Landing.MINE if mine else Landing.PENDING)
-    return landed
-
-
 class Database(Protocol):
     """SQLite (embedded default) or Postgres; chosen by ``DATABASE_URL``."""
 
@@ -128,8 +113,7 @@ class Database(Protocol):
         there already. Per claim, in order: MINE if inserted now, ANSWERED if there with its replies
         stored or done (a redelivery, to this claimant too), MINE if there, unanswered, with this
         ``token``, else PENDING. Idempotent: a retried call (its commit's reply lost) gets MINE for
-        the claims it inserted, where the store can tell (``land_each`` cannot: PENDING). No
-        claims: [] with no round trip."""
+        the claims it inserted. No claims: [] with no round trip."""
         ...
 
     async def renew_lease(self, channel: str, message_id: str, now: datetime, lease_s: float, epoch: int = 0) -> bool:

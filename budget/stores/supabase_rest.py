@@ -36,7 +36,7 @@ from budget.records import (
     StoredAlert,
     StoredTurn,
 )
-from budget.stores.database import answer_each, claim_then_read, land_each
+from budget.stores.database import answer_each, claim_then_read
 from providers.base import Usage
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from supabase import AsyncClient
 
 # The newest migration whose functions this store calls (pennybot_schema_version() returns it).
-SCHEMA_VERSION = 20261124000000
+SCHEMA_VERSION = 20261124000100
 # Supabase caps every read at the project's "Max rows" (1000 unless changed): pages stay within it.
 PAGE_SIZE = 1000
 _AI_SELECT = (
@@ -310,9 +310,23 @@ class SupabaseDatabase:
         return await claim_then_read(self, channel, message_id, user_key, payload, now, lease_s)
 
     async def land_claims(self, claims: Sequence[Claim], token: str, now: datetime, lease_s: float) -> list[Landing]:
-        # A request each, and no read of the messages there before: one would need a new SQL
-        # function (and migration) to tell a retried or answered claim from a pending one.
-        return await land_each(self, claims, token, now, lease_s)
+        if not claims:
+            return []
+        params = {
+            "p_claims": [
+                {
+                    "channel": c.channel, "message_id": c.message_id, "user_key": c.user_key,
+                    "payload": {**c.payload, "by": token}, "received_at": c.received_at.isoformat(),
+                }
+                for c in claims
+            ],
+            "p_token": token,
+            "p_lease_until": (now + timedelta(seconds=lease_s)).isoformat(),
+        }  # fmt: skip
+        landed = await self._rpc("pennybot_land_claims", params)
+        if not isinstance(landed, list) or len(landed) != len(claims):  # never half a batch taken as whole
+            raise SupabaseError(f"pennybot_land_claims answered {landed!r} for {len(claims)} claims")
+        return [Landing(x) for x in landed]
 
     async def renew_lease(self, channel: str, message_id: str, now: datetime, lease_s: float, epoch: int = 0) -> bool:
         from postgrest.types import CountMethod, ReturnMethod

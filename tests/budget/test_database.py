@@ -262,10 +262,8 @@ async def test_claims_from_a_journal_land_in_one_write_each_once(db: Database) -
     assert await db.open_inbox() == [
         InboxItem("telegram", str(i), {"text": f"q{i}", "by": "host-a"}, None) for i in range(3)
     ]
-    # Written again (its commit's reply was lost): nothing twice, and still this host's. The REST
-    # store cannot tell a retry from another claimant's without a read: pending.
-    retried = Landing.PENDING if isinstance(db, SupabaseDatabase) else Landing.MINE
-    assert await db.land_claims(claims, "host-a", now, lease) == [retried] * 3
+    # Written again (its commit's reply was lost): nothing twice, and still this host's.
+    assert await db.land_claims(claims, "host-a", now, lease) == [Landing.MINE] * 3
     assert len(await db.open_inbox()) == 3
     # Leased until now + lease, at epoch 0: not from when each was received.
     assert await db.lease_open(now + timedelta(seconds=lease - 1), lease) == []
@@ -285,10 +283,8 @@ async def test_a_claim_landing_after_another_claimants_says_how_far_that_one_got
     b = Claim("telegram", "5", "telegram:5", {"text": "5"}, T0)
     assert await db.land_claims([b], "host-b", T0, 60) == [Landing.MINE]
     claims = [Claim("telegram", mid, f"telegram:{mid}", {"text": "mine?"}, T0) for mid in "123456"]
-    # The REST store cannot tell an answered message from a pending one without a read.
-    answered = Landing.PENDING if isinstance(db, SupabaseDatabase) else Landing.ANSWERED
     assert await db.land_claims(claims, "host-a", T0, 60) == [
-        Landing.PENDING, answered, answered, answered, Landing.PENDING, Landing.MINE
+        Landing.PENDING, Landing.ANSWERED, Landing.ANSWERED, Landing.ANSWERED, Landing.PENDING, Landing.MINE
     ]  # fmt: skip
     # The rows there before are untouched: their payload, claimant and answers are theirs.
     assert sorted(await db.open_inbox(), key=lambda i: i.message_id) == [
@@ -298,7 +294,7 @@ async def test_a_claim_landing_after_another_claimants_says_how_far_that_one_got
     ]  # fmt: skip
     # Its own claim, answered since, delivered to it again: a redelivery, not a retried write.
     assert await db.store_answers([Answer("telegram", "6", ["six"], None, 0, T0)]) == [True]
-    assert await db.land_claims(claims[5:], "host-a", T0, 60) == [answered]
+    assert await db.land_claims(claims[5:], "host-a", T0, 60) == [Landing.ANSWERED]
 
 
 async def test_a_sqlite_file_from_before_the_fencing_gets_its_epoch_column(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from budget.records import AIRequest, Conversation, InboxItem, Kind, Spend, Status, StoredTurn
+from budget.records import AIRequest, Claim, Conversation, InboxItem, Kind, Landing, Spend, Status, StoredTurn
 from budget.stores import open_supabase
 from budget.stores.supabase_rest import _AI_SELECT, SCHEMA_VERSION, SchemaNotApplied, SupabaseDatabase, SupabaseError
 from providers.base import Usage
@@ -40,6 +40,7 @@ FUNCTIONS = [
     "pennybot_fees(p_start timestamp with time zone, p_end timestamp with time zone)",
     "pennybot_fold(p_user_key text, p_turn_ids bigint[], p_content text, p_tokens integer, p_size integer,"
     " p_now timestamp with time zone)",
+    "pennybot_land_claims(p_claims jsonb, p_token text, p_lease_until timestamp with time zone)",
     "pennybot_lease_open(p_now timestamp with time zone, p_lease_until timestamp with time zone, p_limit integer)",
     "pennybot_resources(p_start timestamp with time zone, p_end timestamp with time zone)",
     "pennybot_schema_version()",
@@ -277,6 +278,8 @@ async def test_each_method_sends_exactly_these_requests(
     ]
     await store.finish_inbox([("telegram", "42", T0)])
     assert await store.open_inbox() == []
+    claims = [Claim("telegram", mid, "telegram:1", {"text": mid}, T0) for mid in ("42", "43")]
+    assert await store.land_claims(claims, "host-a", T0 + timedelta(seconds=5), 60) == [Landing.ANSWERED, Landing.MINE]
 
     iso = ISO0
     iso1s = "2026-11-10T12:00:01+00:00"
@@ -387,6 +390,19 @@ async def test_each_method_sends_exactly_these_requests(
             ],
             None, None,
         ),
+        (
+            "POST", "rpc/pennybot_land_claims", [], None,
+            {
+                "p_claims": [
+                    {
+                        "channel": "telegram", "message_id": mid, "user_key": "telegram:1",
+                        "payload": {"text": mid, "by": "host-a"}, "received_at": iso,
+                    }
+                    for mid in ("42", "43")
+                ],  # both in one request
+                "p_token": "host-a", "p_lease_until": "2026-11-10T12:01:05+00:00",
+            },
+        ),
     ]  # fmt: skip
     for call in server.requests:
         # The key in its two headers and nowhere else; reads name the schema in Accept-Profile,
@@ -448,6 +464,7 @@ async def test_reads_page_within_the_servers_max_rows(store: SupabaseDatabase, s
 async def test_nothing_to_write_sends_nothing(store: SupabaseDatabase, server: FakePostgrestServer) -> None:
     await store.record([])
     assert await store.add_turns("u", [], T0) == []
+    assert await store.land_claims([], "host-a", T0, 60) == []
     assert server.requests == []
 
 

@@ -1,0 +1,66 @@
+-- Claims kept on a bot's host first (its journal) land in the inbox in one call, as they do on a
+-- direct Postgres connection: each inserted, or found there before, and said how far it got.
+
+create or replace function pennybot_land_claims(p_claims jsonb, p_token text, p_lease_until timestamptz)
+returns jsonb
+language sql volatile
+as $$
+    -- The insert takes the keys in order, so two batches landing the same messages at once wait on
+    -- each other rather than deadlock. The select reads the inbox as it was before the statement (a
+    -- CTE's insert is not visible to it): inserted now, or there with this token (a retried call),
+    -- is mine; another claimant's is answered once its replies are stored or sent; else, or not
+    -- seen at all (inserted by a statement committed after this one began), pending.
+    with claims as (
+        select e.c->>'channel' as channel, e.c->>'message_id' as message_id, e.c->>'user_key' as user_key,
+               e.c->'payload' as payload, (e.c->>'received_at')::timestamptz as received_at, e.n
+        from jsonb_array_elements(p_claims) with ordinality as e(c, n)
+    ), landed as (
+        insert into inbox (channel, message_id, user_key, payload, received_at, lease_until)
+        select channel, message_id, user_key, payload, received_at, p_lease_until from claims
+        order by channel, message_id
+        on conflict do nothing
+        returning channel, message_id
+    )
+    select coalesce(
+        jsonb_agg(
+            case when l.channel is not null then 'mine'
+                 when i.status = 'done' or i.reply is not null then 'answered'
+                 when i.payload->>'by' = p_token then 'mine'
+                 else 'pending' end
+            order by c.n),
+        '[]'::jsonb)
+    from claims c
+    left join landed l on l.channel = c.channel and l.message_id = c.message_id
+    left join inbox i on i.channel = c.channel and i.message_id = c.message_id
+$$;
+comment on function pennybot_land_claims(jsonb, text, timestamptz) is
+    'Insert claims (a jsonb array of {channel, message_id, user_key, payload, received_at}) leased until '
+    'p_lease_until; for each, in order: mine (inserted now, or there with p_token in its payload''s "by"), '
+    'answered (another claimant''s, with replies stored or done) or pending.';
+
+create or replace function pennybot_schema_version() returns bigint
+language sql immutable
+as $$ select 20261124000100::bigint $$;
+
+do $$
+declare
+    fn text;
+begin
+    foreach fn in array array[
+        'pennybot_schema_version()',
+        'pennybot_land_claims(jsonb, text, timestamptz)'
+    ] loop
+        execute format('alter function %s set search_path = %I, pg_temp', fn, current_schema());
+        execute format('revoke all on function %s from public', fn);
+        if exists (select 1 from pg_roles where rolname = 'anon') then
+            execute format('revoke all on function %s from anon', fn);
+        end if;
+        if exists (select 1 from pg_roles where rolname = 'authenticated') then
+            execute format('revoke all on function %s from authenticated', fn);
+        end if;
+        if exists (select 1 from pg_roles where rolname = 'service_role') then
+            execute format('grant execute on function %s to service_role', fn);
+        end if;
+    end loop;
+end
+$$;
