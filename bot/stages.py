@@ -536,7 +536,7 @@ async def choose(turn: Turn, next: Next) -> Turn:
         f", cheapest of its tier)"
     )
     turn.outcome("choose", reason)
-    d.log.info("choice: %s", reason)
+    d.log.debug("choice: %s", reason)  # the message's own line has it too (outcomes.choose)
     return await next(turn)
 
 

@@ -36,7 +36,7 @@ from budget.records import (
     StoredAlert,
     StoredTurn,
 )
-from budget.stores.database import answer_each, claim_then_read
+from budget.stores.database import claim_then_read
 from providers.base import Usage
 
 if TYPE_CHECKING:
@@ -323,10 +323,14 @@ class SupabaseDatabase:
             "p_token": token,
             "p_lease_until": (now + timedelta(seconds=lease_s)).isoformat(),
         }  # fmt: skip
-        landed = await self._rpc("pennybot_land_claims", params)
-        if not isinstance(landed, list) or len(landed) != len(claims):  # never half a batch taken as whole
-            raise SupabaseError(f"pennybot_land_claims answered {landed!r} for {len(claims)} claims")
-        return [Landing(x) for x in landed]
+        return [Landing(x) for x in await self._batch("pennybot_land_claims", params, len(claims))]
+
+    async def _batch(self, function: str, params: dict[str, Any], n: int) -> list[Any]:
+        """A batch function's answer: one item per item sent, in order (never half a batch taken as whole)."""
+        items = await self._rpc(function, params)
+        if not isinstance(items, list) or len(items) != n:
+            raise SupabaseError(f"{function} answered {items!r} for {n} items")
+        return items
 
     async def renew_lease(self, channel: str, message_id: str, now: datetime, lease_s: float, epoch: int = 0) -> bool:
         from postgrest.types import CountMethod, ReturnMethod
@@ -359,7 +363,19 @@ class SupabaseDatabase:
         return await self._rpc("pennybot_answer_inbox", params) is True
 
     async def store_answers(self, answers: Sequence[Answer]) -> list[bool]:
-        return await answer_each(self, answers)
+        if not answers:
+            return []
+        rows = []
+        for a in answers:
+            row: dict[str, Any] = {
+                "channel": a.channel, "message_id": a.message_id, "reply": list(a.replies), "epoch": a.epoch,
+                "done_at": None if a.done_at is None else a.done_at.isoformat(),
+            }  # fmt: skip
+            if a.exchange is not None and a.exchange.turns:
+                row |= {"user_key": a.exchange.user_key, "at": a.exchange.at.isoformat()}
+                row["turns"] = _turn_rows(a.exchange.turns)
+            rows.append(row)
+        return [bool(x) for x in await self._batch("pennybot_store_answers", {"p_answers": rows}, len(answers))]
 
     async def finish_inbox(self, sent: Sequence[tuple[str, str, datetime]]) -> None:
         for channel, message_id, at in sent:  # a request each: the REST API updates by one filter

@@ -21,7 +21,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from budget.records import AIRequest, Claim, Conversation, InboxItem, Kind, Landing, Spend, Status, StoredTurn
+from budget.records import (
+    AIRequest,
+    Answer,
+    Claim,
+    Conversation,
+    Exchange,
+    InboxItem,
+    Kind,
+    Landing,
+    Spend,
+    Status,
+    StoredTurn,
+)
 from budget.stores import open_supabase
 from budget.stores.supabase_rest import _AI_SELECT, SCHEMA_VERSION, SchemaNotApplied, SupabaseDatabase, SupabaseError
 from providers.base import Usage
@@ -47,6 +59,7 @@ FUNCTIONS = [
     "pennybot_set_quota(p_user_key text, p_daily_usd numeric, p_monthly_usd numeric, p_daily_tokens bigint,"
     " p_monthly_tokens bigint, p_actor text, p_now timestamp with time zone)",
     "pennybot_spend(p_user_key text, p_start timestamp with time zone, p_end timestamp with time zone)",
+    "pennybot_store_answers(p_answers jsonb)",
     "pennybot_upsert_user(p_user_key text, p_channel text, p_platform_id text, p_now timestamp with time zone)",
 ]
 
@@ -280,6 +293,8 @@ async def test_each_method_sends_exactly_these_requests(
     assert await store.open_inbox() == []
     claims = [Claim("telegram", mid, "telegram:1", {"text": mid}, T0) for mid in ("42", "43")]
     assert await store.land_claims(claims, "host-a", T0 + timedelta(seconds=5), 60) == [Landing.ANSWERED, Landing.MINE]
+    answer = Answer("telegram", "43", ["hey"], Exchange("telegram:1", [("user", "43", 2, 2)], T0), 0, T0)
+    assert await store.store_answers([answer, Answer("telegram", "44", ["no"], None, 0, None)]) == [True, False]
 
     iso = ISO0
     iso1s = "2026-11-10T12:00:01+00:00"
@@ -403,6 +418,19 @@ async def test_each_method_sends_exactly_these_requests(
                 "p_token": "host-a", "p_lease_until": "2026-11-10T12:01:05+00:00",
             },
         ),
+        (
+            "POST", "rpc/pennybot_store_answers", [], None,
+            {
+                "p_answers": [
+                    {
+                        "channel": "telegram", "message_id": "43", "reply": ["hey"], "epoch": 0, "done_at": iso,
+                        "user_key": "telegram:1", "at": iso,
+                        "turns": [{"role": "user", "content": "43", "tokens": 2, "size": 2}],
+                    },
+                    {"channel": "telegram", "message_id": "44", "reply": ["no"], "epoch": 0, "done_at": None},
+                ],  # both in one request; 44 was never claimed
+            },
+        ),
     ]  # fmt: skip
     for call in server.requests:
         # The key in its two headers and nowhere else; reads name the schema in Accept-Profile,
@@ -465,6 +493,7 @@ async def test_nothing_to_write_sends_nothing(store: SupabaseDatabase, server: F
     await store.record([])
     assert await store.add_turns("u", [], T0) == []
     assert await store.land_claims([], "host-a", T0, 60) == []
+    assert await store.store_answers([]) == []
     assert server.requests == []
 
 

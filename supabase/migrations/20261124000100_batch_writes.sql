@@ -1,5 +1,6 @@
--- Claims kept on a bot's host first (its journal) land in the inbox in one call, as they do on a
--- direct Postgres connection: each inserted, or found there before, and said how far it got.
+-- The journal's batches in one call each, as they are one statement each on a direct Postgres
+-- connection: claims kept on a bot's host first land in the inbox (each inserted, or found there
+-- before and said how far it got), and answers are stored with their turns and done marks.
 
 create or replace function pennybot_land_claims(p_claims jsonb, p_token text, p_lease_until timestamptz)
 returns jsonb
@@ -38,6 +39,56 @@ comment on function pennybot_land_claims(jsonb, text, timestamptz) is
     'p_lease_until; for each, in order: mine (inserted now, or there with p_token in its payload''s "by"), '
     'answered (another claimant''s, with replies stored or done) or pending.';
 
+create or replace function pennybot_store_answers(p_answers jsonb)
+returns jsonb
+language sql volatile
+as $$
+    -- Each answer's replies (and its done mark, if sent) go to its message if the caller still
+    -- holds the lease epoch and it is pending; a message answered before (a retried call) only
+    -- takes the done mark. Turns are appended only for the answers stored now, in order. Mine: stored
+    -- now, or there at that epoch and no longer pending (the reads see the inbox as it was before).
+    with m as (
+        select a->>'channel' as channel, a->>'message_id' as message_id, a->'reply' as reply,
+               (a->>'epoch')::integer as epoch, (a->>'done_at')::timestamptz as done_at,
+               a->>'user_key' as user_key, (a->>'at')::timestamptz as at,
+               coalesce(a->'turns', '[]'::jsonb) as turns, e.n
+        from jsonb_array_elements(p_answers) with ordinality as e(a, n)
+    ), answered as (
+        update inbox i set reply = m.reply, done_at = m.done_at,
+               status = case when m.done_at is null then 'answered' else 'done' end
+        from m
+        where i.channel = m.channel and i.message_id = m.message_id and i.lease_epoch = m.epoch
+          and i.status = 'pending'
+        returning m.n
+    ), finished as (
+        update inbox i set status = 'done', done_at = m.done_at
+        from m
+        where i.channel = m.channel and i.message_id = m.message_id and i.lease_epoch = m.epoch
+          and i.status = 'answered' and m.done_at is not null
+        returning m.n
+    ), added as (
+        insert into messages (user_key, role, content, tokens, size, created_at)
+        select m.user_key, t.turn->>'role', t.turn->>'content', (t.turn->>'tokens')::integer,
+               (t.turn->>'size')::integer, m.at
+        from m cross join lateral jsonb_array_elements(m.turns) with ordinality as t(turn, o)
+        where m.n in (select n from answered)
+        order by m.n, t.o
+        returning 1
+    )
+    select coalesce(
+        jsonb_agg(
+            exists (select from answered a where a.n = m.n)
+            or exists (select from inbox i where i.channel = m.channel and i.message_id = m.message_id
+                       and i.lease_epoch = m.epoch and i.status <> 'pending')
+            order by m.n),
+        '[]'::jsonb)
+    from m
+$$;
+comment on function pennybot_store_answers(jsonb) is
+    'Store answers (a jsonb array of {channel, message_id, reply, epoch, done_at, user_key, at, turns}) '
+    'for the lease epoch each names, with their turns and done marks; for each, in order, whether it is '
+    'stored (now, or before by the same epoch) rather than taken over.';
+
 create or replace function pennybot_schema_version() returns bigint
 language sql immutable
 as $$ select 20261124000100::bigint $$;
@@ -48,7 +99,8 @@ declare
 begin
     foreach fn in array array[
         'pennybot_schema_version()',
-        'pennybot_land_claims(jsonb, text, timestamptz)'
+        'pennybot_land_claims(jsonb, text, timestamptz)',
+        'pennybot_store_answers(jsonb)'
     ] loop
         execute format('alter function %s set search_path = %I, pg_temp', fn, current_schema());
         execute format('revoke all on function %s from public', fn);
