@@ -378,14 +378,9 @@ class SupabaseDatabase:
         return [bool(x) for x in await self._batch("pennybot_store_answers", {"p_answers": rows}, len(answers))]
 
     async def finish_inbox(self, sent: Sequence[tuple[str, str, datetime]]) -> None:
-        for channel, message_id, at in sent:  # a request each: the REST API updates by one filter
-            await self._update_inbox("finish_inbox", channel, message_id, {"status": "done", "done_at": at.isoformat()})
-
-    async def _update_inbox(self, what: str, channel: str, message_id: str, values: dict[str, Any]) -> None:
-        from postgrest.types import ReturnMethod
-
-        query = self._table("inbox").update(values, returning=ReturnMethod.minimal)
-        await self._run(what, query.eq("channel", channel).eq("message_id", message_id))
+        if sent:  # one request: the REST API's update takes one filter for all rows
+            marks = [{"channel": c, "message_id": m, "at": at.isoformat()} for c, m, at in sent]
+            await self._rpc("pennybot_finish_inbox", {"p_sent": marks})
 
     async def open_inbox(self) -> list[InboxItem]:
         def build() -> Any:

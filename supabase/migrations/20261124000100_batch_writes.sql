@@ -1,6 +1,7 @@
 -- The journal's batches in one call each, as they are one statement each on a direct Postgres
 -- connection: claims kept on a bot's host first land in the inbox (each inserted, or found there
--- before and said how far it got), and answers are stored with their turns and done marks.
+-- before and said how far it got), answers are stored with their turns and done marks, and the
+-- done marks of messages sent close together are written together.
 
 create or replace function pennybot_land_claims(p_claims jsonb, p_token text, p_lease_until timestamptz)
 returns jsonb
@@ -89,6 +90,17 @@ comment on function pennybot_store_answers(jsonb) is
     'for the lease epoch each names, with their turns and done marks; for each, in order, whether it is '
     'stored (now, or before by the same epoch) rather than taken over.';
 
+create or replace function pennybot_finish_inbox(p_sent jsonb)
+returns void
+language sql volatile
+as $$
+    update inbox i set status = 'done', done_at = (m.s->>'at')::timestamptz
+    from jsonb_array_elements(p_sent) as m(s)
+    where i.channel = m.s->>'channel' and i.message_id = m.s->>'message_id'
+$$;
+comment on function pennybot_finish_inbox(jsonb) is
+    'Mark messages done (a jsonb array of {channel, message_id, at}): their replies were sent.';
+
 create or replace function pennybot_schema_version() returns bigint
 language sql immutable
 as $$ select 20261124000100::bigint $$;
@@ -100,7 +112,8 @@ begin
     foreach fn in array array[
         'pennybot_schema_version()',
         'pennybot_land_claims(jsonb, text, timestamptz)',
-        'pennybot_store_answers(jsonb)'
+        'pennybot_store_answers(jsonb)',
+        'pennybot_finish_inbox(jsonb)'
     ] loop
         execute format('alter function %s set search_path = %I, pg_temp', fn, current_schema());
         execute format('revoke all on function %s from public', fn);

@@ -50,6 +50,7 @@ FUNCTIONS = [
     "pennybot_claim_inbox(p_channel text, p_message_id text, p_user_key text, p_payload jsonb,"
     " p_now timestamp with time zone, p_lease_until timestamp with time zone)",
     "pennybot_fees(p_start timestamp with time zone, p_end timestamp with time zone)",
+    "pennybot_finish_inbox(p_sent jsonb)",
     "pennybot_fold(p_user_key text, p_turn_ids bigint[], p_content text, p_tokens integer, p_size integer,"
     " p_now timestamp with time zone)",
     "pennybot_land_claims(p_claims jsonb, p_token text, p_lease_until timestamp with time zone)",
@@ -218,6 +219,23 @@ def test_claim_inbox_is_true_once_then_false(conn: psycopg.Connection[Any]) -> N
     assert conn.execute(claim, ("whatsapp", "42", "whatsapp:+1", "{}", T0, lease)).fetchone() == (True,)
     stored = conn.execute("select channel, payload, lease_until from inbox order by channel").fetchall()
     assert stored == [("telegram", {"text": "hi"}, lease), ("whatsapp", {}, lease)]
+
+
+def test_finish_inbox_marks_each_message_done_at_its_own_time(conn: psycopg.Connection[Any]) -> None:
+    claim = "select pennybot_claim_inbox(%s, %s, 'u', '{}'::jsonb, %s, %s)"
+    for channel, mid in (("telegram", "1"), ("telegram", "2"), ("whatsapp", "1")):
+        conn.execute(claim, (channel, mid, T0, T0 + timedelta(seconds=60)))
+    sent = [
+        {"channel": "telegram", "message_id": "2", "at": ISO0},
+        {"channel": "whatsapp", "message_id": "1", "at": "2026-11-10T12:00:03+00:00"},
+        {"channel": "telegram", "message_id": "9", "at": ISO0},  # not there: nothing
+    ]
+    conn.execute("select pennybot_finish_inbox(%s::jsonb)", (json.dumps(sent),))
+    rows = conn.execute("select channel, message_id, status, done_at from inbox order by channel, message_id")
+    assert rows.fetchall() == [
+        ("telegram", "1", "pending", None), ("telegram", "2", "done", T0),
+        ("whatsapp", "1", "done", T0 + timedelta(seconds=3)),
+    ]  # fmt: skip
 
 
 def test_lease_open_takes_expired_messages_oldest_first(conn: psycopg.Connection[Any]) -> None:
@@ -394,8 +412,8 @@ async def test_each_method_sends_exactly_these_requests(
             {"p_now": "2026-11-10T12:01:31+00:00", "p_lease_until": "2026-11-10T12:02:31+00:00", "p_limit": 10},
         ),
         (
-            "PATCH", "inbox", [("channel", "eq.telegram"), ("message_id", "eq.42")], minimal,
-            {"status": "done", "done_at": iso},
+            "POST", "rpc/pennybot_finish_inbox", [], None,
+            {"p_sent": [{"channel": "telegram", "message_id": "42", "at": iso}]},
         ),
         (
             "GET", "inbox",
@@ -494,6 +512,7 @@ async def test_nothing_to_write_sends_nothing(store: SupabaseDatabase, server: F
     assert await store.add_turns("u", [], T0) == []
     assert await store.land_claims([], "host-a", T0, 60) == []
     assert await store.store_answers([]) == []
+    await store.finish_inbox([])
     assert server.requests == []
 
 
