@@ -227,7 +227,9 @@ def _admission(turn: Turn, peeks: dict[Tier, str]) -> tuple[str, Admission] | No
     if not chain:
         return None
     model, wanted = chain[0].model, d.settings.max_reply_tokens
-    input_tokens = d.counter.prompt_tokens(prompt_of(d, conv, message), model)
+    prompt = prompt_of(d, conv, message)
+    turn.planned_prompt = conv, prompt
+    input_tokens = d.counter.prompt_tokens(prompt, model)
     admission = d.budget.admission(
         turn.user, turn.now, exempt=exempt(turn), cost=d.prices.worst_case(model, input_tokens, wanted),
         tokens=input_tokens + wanted, thresholds=d.thresholds, ladder=d.ladder, unless=peeks.get(tier),
@@ -380,7 +382,8 @@ async def context(turn: Turn, next: Next) -> Turn:
     if n:
         conv = await _fold(turn, conv, n, free=turn.step >= Step.SHORTER)
     turn.conversation = conv
-    turn.prompt = prompt_of(d, conv, message)
+    planned = turn.planned_prompt
+    turn.prompt = planned[1] if planned is not None and planned[0] is conv else prompt_of(d, conv, message)
     turn.history_in_prompt = bool(conv.turns or conv.summary)
     later = f", {turn.fold_later} to fold after the reply" if turn.fold_later else ""
     turn.outcome("context", seen + (f", folded {n}" if n else "") + later)

@@ -120,6 +120,9 @@ class Turn:
     conversation: Conversation | None = None  # read by the webhook's claim, or by the cache stage
     message: Counted | None = None
     prompt: list[Counted] = field(default_factory=list)
+    # The prompt the early reservation was planned with, and the conversation it was built from:
+    # the context stage takes it as it is when it folds nothing first and has that conversation.
+    planned_prompt: tuple[Conversation, list[Counted]] | None = None
     history_in_prompt: bool = False
     # The answer's reservation made with the rate limit's read: its model and what it holds.
     held: tuple[str, Admission] | None = None
