@@ -372,13 +372,13 @@ class SupabaseDatabase:
                 "done_at": None if a.done_at is None else a.done_at.isoformat(),
             }  # fmt: skip
             if a.exchange is not None and a.exchange.turns:
-                row |= {"user_key": a.exchange.user_key, "at": a.exchange.at.isoformat()}
-                row["turns"] = _turn_rows(a.exchange.turns)
+                turns = _turn_rows(a.exchange.turns)
+                row |= {"user_key": a.exchange.user_key, "at": a.exchange.at.isoformat(), "turns": turns}
             rows.append(row)
         return [bool(x) for x in await self._batch("pennybot_store_answers", {"p_answers": rows}, len(answers))]
 
     async def finish_inbox(self, sent: Sequence[tuple[str, str, datetime]]) -> None:
-        if sent:  # one request: the REST API's update takes one filter for all rows
+        if sent:  # one call: a REST update sets the same values on every row it matches, each mark has its time
             marks = [{"channel": c, "message_id": m, "at": at.isoformat()} for c, m, at in sent]
             await self._rpc("pennybot_finish_inbox", {"p_sent": marks})
 
