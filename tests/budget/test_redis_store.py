@@ -398,18 +398,22 @@ async def test_a_once_key_call_retried_after_a_lost_reply_is_no_repeat(raw: aior
         usd, seen = "pb:{u}:usd", "pb:{inbox}:seen:telegram:1"
         try:
             await made.set_counters({usd: 1_500}, 3600)
-            admit = Admit("r1", [Hold(usd, 100, 10_000)], [9_000], 60, {})
+            # The first try takes the rate limit's last place (1 a minute) and the budget up to its
+            # ceiling (1,500 may hold 100 more while at most 1,550): its retry must answer alike.
+            admit = Admit("r1", [Hold(usd, 100, 10_000)], [1_550], 60, {})
             await made.hit_and_get("pb:{x}:rl", 5, 60, 0.0, [])  # the script loaded: the lost reply is its run's
 
             proxy.marker = b"EVALSHA"
-            first = await made.hit_and_get("pb:{u}:rl", 5, 60, 1.0, [usd], admit=admit, once=(seen, 60))
+            first = await made.hit_and_get("pb:{u}:rl", 1, 60, 1.0, [usd], admit=admit, once=(seen, 60))
             assert proxy.lost == 1  # the server ran it once before the retry
-            # The retry: no repeat. Its read comes after the first run's hold (the same id: held once).
+            # The retry: no repeat, allowed, reserved. Its read comes after the first try's hold.
             assert first == HitRead(0.0, [1_600], [], True, False)
             assert await raw.zcard(f"{prefix}:pb:{{u}}:rl") == 1  # one event (the same member)
             assert await made.get_counters([usd]) == [1_600]  # held once (the same reservation id)
-            again = await made.hit_and_get("pb:{u}:rl", 5, 60, 2.0, [usd], once=(seen, 60))
+            again = await made.hit_and_get("pb:{u}:rl", 1, 60, 2.0, [usd], once=(seen, 60))
             assert again == HitRead(0.0, [], [], False, True)  # another claim of it: a repeat
+            other = await made.hit_and_get("pb:{u}:rl", 1, 60, 3.0, [usd], once=("pb:{inbox}:seen:telegram:2", 60))
+            assert other.wait == 58.0  # another message: the limit's one place is taken
 
             proxy.marker = b"SET"
             assert await made.set_once("pb:{w}:warned", 60) is True  # its own retry

@@ -15,7 +15,9 @@
 -- by counting KEYS and ARGV against the layout above. It is set first (SET NX with the token); if
 -- it held another token already, the call is a repeat and nothing else is done: no event counted,
 -- nothing read or held. The same token is this very call sent again (the client retried after a
--- lost reply): not a repeat, and every step after it is idempotent on that call's arguments.
+-- lost reply): not a repeat, and it answers as its first try did: its event (the same member) is
+-- counted once and allowed, and its reservation (the same id), if the first try made it, is held
+-- once and reported; the counters read then include that hold.
 -- Returns {wait, values, entries, reserved, repeated}; for a repeat {'', {}, {}, 0, 1}. Else
 -- repeated is 0, wait is '' if the event is allowed (and counted), else the oldest event's time
 -- as a string; values are the counters (nil where missing), read whether or not the event was
@@ -32,17 +34,21 @@ local args = h > 0 and 14 + 2 * tonumber(ARGV[14]) + 4 * h or 9
 if #ARGV ~= args + (#KEYS > keys and 2 or 0) then
   return redis.error_reply('hit_get: a once-key comes with its token and ttl')
 end
+local retried = false
 if #KEYS > keys then
   local token = ARGV[#ARGV - 1]
   local held = redis.call('SET', KEYS[#KEYS], token, 'NX', 'GET', 'EX', ARGV[#ARGV])
   if held and held ~= token then
     return {'', {}, {}, 0, 1}
   end
+  retried = held == token
 end
 
 local wait = ''
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+if retried and redis.call('ZSCORE', KEYS[1], ARGV[4]) then
+  -- Counted by this call's first try: allowed, as it was then.
+elseif redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
   wait = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
 else
   redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
@@ -91,11 +97,9 @@ local function admitted()
 end
 
 local reserved = 0
-if h > 0 and admitted() then
-  local at = n + 2
-  if p > 0 then
-    at = at + 1 + p
-  end
+local at = n + 2 + (p > 0 and 1 + p or 0)
+-- A retry whose first try made the reservation goes straight to reserve_holds, which finds its id.
+if h > 0 and ((retried and redis.call('EXISTS', KEYS[at + 1]) == 1) or admitted()) then
   local first = 15 + 2 * tonumber(ARGV[14])
   local counters, amounts, limits = {}, {}, {}
   for j = 0, h - 1 do
