@@ -419,6 +419,13 @@ async def test_a_once_key_call_retried_after_a_lost_reply_is_no_repeat(raw: aior
             assert await made.set_once("pb:{w}:warned", 60) is True  # its own retry
             assert proxy.lost == 2
             assert await made.set_once("pb:{w}:warned", 60) is False
+
+            await made.hit("pb:{y}:rl", 5, 60, now=0.0)  # the script loaded
+            proxy.marker = b"EVALSHA"  # the rate limit alone: its retry takes the last place it took
+            assert await made.hit("pb:{v}:rl", 1, 60, now=1.0) == 0.0
+            assert proxy.lost == 3
+            assert await raw.zcard(f"{prefix}:pb:{{v}}:rl") == 1
+            assert await made.hit("pb:{v}:rl", 1, 60, now=2.0) == 59.0
         finally:
             await made.aclose()
             await proxy.stop()

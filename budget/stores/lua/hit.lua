@@ -3,8 +3,13 @@
 -- ARGV[3] now, ARGV[4] a unique member for this event, ARGV[5] the log's expiry in milliseconds.
 -- Returns nil if the event is allowed (and counted), else the oldest event's time as a string,
 -- from which the caller works out the wait (a Lua number would come back truncated to an integer).
+-- An event already in the log is this very call sent again (the client retried after a lost
+-- reply; the member is unique to the call): allowed, as its first try was, and counted once.
 
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZSCORE', KEYS[1], ARGV[4]) then
+  return false
+end
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
   return redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
 end
