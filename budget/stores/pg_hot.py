@@ -364,25 +364,30 @@ class PostgresHotStore:
             await self.incr(counts[value is None])
         return value
 
-    async def _cache_get(self, key: str, now: float) -> str | None:
-        pool = await self._conn_pool()
-        value: str | None = await pool.fetchval(
+    @property
+    def _cache_use_sql(self) -> str:
+        """One entry's use: a live one becomes the most recently used, an expired one goes."""
+        return (
             f"with used as (update {self._cache} set last_used = nextval('{self._use}')"
             " where key = $1 and expires_at > $2 returning value),"
             f" gone as (delete from {self._cache} where key = $1 and expires_at <= $2)"
-            " select value from used",
-            key, float(now),
-        )  # fmt: skip
+            " select value from used"
+        )
+
+    async def _cache_get(self, key: str, now: float) -> str | None:
+        pool = await self._conn_pool()
+        value: str | None = await pool.fetchval(self._cache_use_sql, key, float(now))
         return value
 
     async def cache_used(
         self, keys: Sequence[str], now: float, counts: tuple[str, str], hits: int, misses: int
     ) -> None:
-        for key in keys:
-            await self._cache_get(key, now)
-        for counter, n in zip(counts, (hits, misses), strict=True):
-            if n:
-                await self.incr(counter, n)
+        pool = await self._conn_pool()
+        if keys:  # asyncpg sends the uses in order, in one round trip (its executemany pipelines)
+            await pool.executemany(self._cache_use_sql, [(key, float(now)) for key in keys])
+        added = [(counter, _whole(n)) for counter, n in zip(counts, (hits, misses), strict=True) if n]
+        if added:
+            await pool.executemany(self._incr_sql, added)
 
     async def cache_put(self, key: str, value: str, ttl_s: float, max_size: int, now: float) -> None:
         async def work(conn: Any) -> None:
@@ -415,15 +420,18 @@ class PostgresHotStore:
         )
         return n
 
-    async def incr(self, key: str, by: int = 1) -> int:
-        pool = await self._conn_pool()
-        value: int = await pool.fetchval(
+    @property
+    def _incr_sql(self) -> str:
+        return (
             f"insert into {self._counters} as c (key, value) values ($1, $2) on conflict (key) do update"
             " set value = case when c.expires_at <= now() then excluded.value else c.value + excluded.value end,"
             " expires_at = case when c.expires_at <= now() then null else c.expires_at end"
-            " returning value",
-            key, _whole(by),
-        )  # fmt: skip
+            " returning value"
+        )
+
+    async def incr(self, key: str, by: int = 1) -> int:
+        pool = await self._conn_pool()
+        value: int = await pool.fetchval(self._incr_sql, key, _whole(by))
         return value
 
     async def set_once(self, key: str, ttl_s: int) -> bool:

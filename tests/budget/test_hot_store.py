@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from benchmarks import roundtrips
 from budget.cache import AnswerCache, CachedAnswer
 from budget.money import usd
 from budget.ratelimit import RateLimiter
@@ -222,6 +223,41 @@ async def test_cache_used_marks_recency_removes_the_expired_and_counts(hot: HotS
     assert read.peeked == ["K1", None, "K4"]
     await hot.cache_used([], 12.0, counts, hits=0, misses=1)
     assert await hot.get_counters(list(counts)) == [2, 6]
+
+
+async def test_postgres_marks_cache_uses_and_counts_in_a_round_trip_each(pg_dsn: str) -> None:
+    # While Redis is away the failover store keeps the cache's bookkeeping here: a batch of uses
+    # (in order: the last used is the most recent) and the counts, not a statement per key.
+    uninstall = roundtrips.install()  # before the pool exists: it wraps each new connection
+    try:
+        async with pg_schema(pg_dsn) as url:
+            hot = PostgresHotStore(url)
+            counts = ("pb:{cache}:hits", "pb:{cache}:misses")
+            for k in ("k1", "k2", "k3"):
+                await hot.cache_put(k, k.upper(), 100, 3, now=0)
+            await hot.cache_used(["k1"], 1.0, counts, hits=1, misses=1)
+            roundtrips.TALLY.active = True
+            roundtrips.TALLY.begin(1)
+            await hot.cache_used(["k2", "k1", "gone"], 2.0, counts, hits=2, misses=1)
+            counted = roundtrips.TALLY.end()
+            roundtrips.TALLY.active = False
+            # No statement cache here (pgbouncer): each statement is prepared, then run for every
+            # row in one batch; the pool's reset query follows each.
+            sent = [label for _, label in counted.labels.elements() if label != "query: pool reset"]
+            assert sorted(sent) == sorted([
+                "prepare: with used", "bind_execute_many: with used",
+                "prepare: insert hot_counters", "bind_execute_many: insert hot_counters",
+            ])  # fmt: skip
+            assert await hot.get_counters(list(counts)) == [3, 2]
+            await hot.cache_put("k4", "K4", 100, 3, now=3)  # evicts k3, the least recently used
+            await hot.cache_put("k5", "K5", 100, 3, now=4)  # evicts k2: used before k1 in the batch
+            read = await hot.hit_and_get("rl", 5, 60, 5, [], ["k1", "k2", "k3", "k4", "k5"])
+            assert read.peeked == ["K1", None, None, "K4", "K5"]
+            await hot.aclose()
+    finally:
+        roundtrips.TALLY.active = False
+        roundtrips.TALLY.events.clear()
+        uninstall()
 
 
 async def test_redis_reads_rate_limit_counters_and_cache_counts_in_one_command_each() -> None:
