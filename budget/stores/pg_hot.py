@@ -113,6 +113,19 @@ class PostgresHotStore:
         s = f'"{self.schema}".' if self.schema else ""
         self._counters, self._reservations = f"{s}hot_counters", f"{s}hot_reservations"
         self._events, self._cache, self._use = f"{s}hot_events", f"{s}hot_cache", f"{s}hot_cache_use"
+        # One entry's use: a live one becomes the most recently used, an expired one goes.
+        self._cache_use_sql = (
+            f"with used as (update {self._cache} set last_used = nextval('{self._use}')"
+            " where key = $1 and expires_at > $2 returning value),"
+            f" gone as (delete from {self._cache} where key = $1 and expires_at <= $2)"
+            " select value from used"
+        )
+        self._incr_sql = (
+            f"insert into {self._counters} as c (key, value) values ($1, $2) on conflict (key) do update"
+            " set value = case when c.expires_at <= now() then excluded.value else c.value + excluded.value end,"
+            " expires_at = case when c.expires_at <= now() then null else c.expires_at end"
+            " returning value"
+        )
         self._sizes = (min_size, max_size)
         self._timeouts = (connect_timeout, command_timeout)
         self._pool: Any = None
@@ -364,16 +377,6 @@ class PostgresHotStore:
             await self.incr(counts[value is None])
         return value
 
-    @property
-    def _cache_use_sql(self) -> str:
-        """One entry's use: a live one becomes the most recently used, an expired one goes."""
-        return (
-            f"with used as (update {self._cache} set last_used = nextval('{self._use}')"
-            " where key = $1 and expires_at > $2 returning value),"
-            f" gone as (delete from {self._cache} where key = $1 and expires_at <= $2)"
-            " select value from used"
-        )
-
     async def _cache_get(self, key: str, now: float) -> str | None:
         pool = await self._conn_pool()
         value: str | None = await pool.fetchval(self._cache_use_sql, key, float(now))
@@ -419,15 +422,6 @@ class PostgresHotStore:
             float(now),
         )
         return n
-
-    @property
-    def _incr_sql(self) -> str:
-        return (
-            f"insert into {self._counters} as c (key, value) values ($1, $2) on conflict (key) do update"
-            " set value = case when c.expires_at <= now() then excluded.value else c.value + excluded.value end,"
-            " expires_at = case when c.expires_at <= now() then null else c.expires_at end"
-            " returning value"
-        )
 
     async def incr(self, key: str, by: int = 1) -> int:
         pool = await self._conn_pool()

@@ -127,13 +127,6 @@ def _hit_args(limit: int, window_s: float, now: float) -> list[str | int]:
     return [_score(now - window_s), int(limit), _score(now), member, expire_ms]
 
 
-def _token() -> str:
-    """A once-key's value, new for each call: redis-py retrying the call after a lost reply (the
-    connection dropped after the server ran it) sends the same token again, and the key holding it
-    tells that retry from a second claim of the same key."""
-    return uuid.uuid4().hex
-
-
 def _wait(oldest: str | None, window_s: float, now: float) -> float:
     if oldest is None:
         return 0.0
@@ -253,7 +246,7 @@ class RedisHotStore:
             args += self._admit_args(admit, keys, peeks, now)
         if once is not None:  # last of each: the script counts KEYS and ARGV to find it
             names.append(self._k(once[0]))
-            args += [_token(), max(1, int(once[1]))]
+            args.append(max(1, int(once[1])))  # its value: the event's member, unique to this call
         oldest, values, entries, reserved, repeated = await self._hit_get(keys=names, args=args)
         return HitRead(
             _wait(oldest or None, window_s, now),
@@ -307,7 +300,9 @@ class RedisHotStore:
         return int(await self.redis.incrby(self._k(key), _whole(by)))
 
     async def set_once(self, key: str, ttl_s: int) -> bool:
-        token = _token()
+        # The value is new for each call: redis-py retrying it after a lost reply (the connection
+        # dropped after the server ran it) sends the same token, which tells it from a second claim.
+        token = uuid.uuid4().hex
         held = await self.redis.set(self._k(key), token, nx=True, get=True, ex=max(1, int(ttl_s)))
         return held is None or held == token
 

@@ -412,6 +412,8 @@ async def test_a_once_key_call_retried_after_a_lost_reply_is_no_repeat(raw: aior
             assert await made.get_counters([usd]) == [1_600]  # held once (the same reservation id)
             again = await made.hit_and_get("pb:{u}:rl", 1, 60, 2.0, [usd], once=(seen, 60))
             assert again == HitRead(0.0, [], [], False, True)  # another claim of it: a repeat
+            same_instant = await made.hit_and_get("pb:{u}:rl", 1, 60, 1.0, [usd], once=(seen, 60))
+            assert same_instant.repeated  # even at the first try's very time: the token is the call's own
             other = await made.hit_and_get("pb:{u}:rl", 1, 60, 3.0, [usd], once=("pb:{inbox}:seen:telegram:2", 60))
             assert other.wait == 58.0  # another message: the limit's one place is taken
 

@@ -10,12 +10,12 @@
 -- peek's index (0 for none), ARGV[14] e, then e pairs (a counter's index among the n, the value it
 -- must hold), then h quadruples (the counter's index among the n, amount, limit, ceiling; '' for
 -- none).
--- Last, only with a once-key (a message's dedupe flag): the key after every other key, then after
--- every other argument the caller's token (new for each call) and the key's ttl in seconds; found
--- by counting KEYS and ARGV against the layout above. It is set first (SET NX with the token); if
--- it held another token already, the call is a repeat and nothing else is done: no event counted,
--- nothing read or held. The same token is this very call sent again (the client retried after a
--- lost reply): not a repeat, and it answers as its first try did: its event (the same member) is
+-- Last, only with a once-key (a message's dedupe flag): the key after every other key, its ttl in
+-- seconds after every other argument; found by counting KEYS and ARGV against the layout above.
+-- It is set first (SET NX), to this call's token: the rate-limit event's member (ARGV[4]), unique
+-- to the call. If it held another token already, the call is a repeat and nothing else is done: no
+-- event counted, nothing read or held. Its own token is this very call sent again (the client
+-- retried after a lost reply): not a repeat, and it answers as its first try did: its event is
 -- counted once and allowed, and its reservation (the same id), if the first try made it, is held
 -- once and reported; the counters read then include that hold.
 -- Returns {wait, values, entries, reserved, repeated}; for a repeat {'', {}, {}, 0, 1}. Else
@@ -28,15 +28,15 @@
 -- its limit. Else nothing is held.
 
 local n, now, p, h = tonumber(ARGV[6]), ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
--- How many KEYS and ARGV there are without a once-key: it adds the key, the token and the ttl.
+-- How many KEYS and ARGV there are without a once-key: one more of each is the key and its ttl.
 local keys = 1 + n + (p > 0 and 1 + p or 0) + (h > 0 and 2 or 0)
 local args = h > 0 and 14 + 2 * tonumber(ARGV[14]) + 4 * h or 9
-if #ARGV ~= args + (#KEYS > keys and 2 or 0) then
-  return redis.error_reply('hit_get: a once-key comes with its token and ttl')
+if #ARGV ~= args + (#KEYS > keys and 1 or 0) then
+  return redis.error_reply('hit_get: a once-key comes with its ttl')
 end
 local retried = false
 if #KEYS > keys then
-  local token = ARGV[#ARGV - 1]
+  local token = ARGV[4]
   local held = redis.call('SET', KEYS[#KEYS], token, 'NX', 'GET', 'EX', ARGV[#ARGV])
   if held and held ~= token then
     return {'', {}, {}, 0, 1}
