@@ -46,8 +46,13 @@ f) This process's reservations still open on the store it left are carried to th
    usual, through the steps above.
 g) The switch back waits for calls in flight on the fallback, and calls arriving meanwhile wait
    for it: nothing is written to the fallback after the keys to delete are listed.
-h) A process still on the fallback sees the epoch move with its next reserve or settle, and goes
-   back at its next call instead of at the end of its own ``retry_after_s``.
+h) A process still on the fallback sees the epoch move with its next reserve or settle, before
+   either writes there: it goes back at once (instead of at the end of its own ``retry_after_s``)
+   and makes that reserve or settle on the primary. On the outage's counters, which nobody reads
+   any more, a reserve would miss what the others spent since, and a settle would be lost to a
+   counter already seeded from a ledger without its call (tests/budget/test_failover.py). There,
+   a settle adds its actual amounts where the counter exists: when the seed's sum had the call's
+   row already, counted twice (a budget reached a little early, never passed).
 i) A seed follows a read that found its counter missing and a ledger sum, in the caller's task
    (Budget.meters). If this process switched stores between that read and the seed, the seed is
    dropped: its sum may predate a settle that found the counter missing on the new store and was
@@ -67,12 +72,12 @@ j) A seed's sum has every call recorded before it, and a call is recorded before
 Limits:
 
 - Processes fail over on their own: in a partition that cuts off only some of them, those use
-  Postgres while the others use Redis, each counting only its own calls; around a switch back,
-  (h) narrows the split to about one call per process. Another process's calls in flight at a
-  switch are not on the new store until they settle, and one settled on the fallback after
-  another process cleaned up never is: a seed on the primary made before its row was recorded
-  misses it (the two-process drill in tests/budget/test_failover.py sees that in about 1 run in
-  40). Each can let spend pass a limit a little.
+  Postgres while the others use Redis, each counting only its own calls (a process behind that
+  cannot reach the primary stays on the fallback: h). Another process's calls in flight at a
+  switch are not on the new store until they settle. And a reserve or settle that read the
+  epoch just before another process moved it writes to the outage's counters: one round trip's
+  window a process, where before (h) every reserve and settle until the next call was in it.
+  Each can let spend pass a limit a little.
 - (e) once read the counters before each reserve and settle. Dropping that read (one Redis round
   trip fewer for each) first under-counted in the outage drill, 1 run in 6: the drill recorded
   each row after its settle, unlike bot/calls.py, so a seed read between the two missed a call
@@ -140,6 +145,13 @@ return 1
 # (this store's id, its switch count) at this task's last counter read: a seed that follows it in
 # the same task (Budget.meters reads, sums the ledger, seeds) knows whether a switch came between.
 _READ_AT: ContextVar[tuple[int, int] | None] = ContextVar("pennybot_failover_read_at", default=None)
+# Set in a task whose switch back (h) just failed: its call goes on on the fallback.
+_STAY: ContextVar[bool] = ContextVar("pennybot_failover_stay", default=False)
+
+
+class _Behind(Exception):
+    """Another process is back on the primary and cleaned it up (the fallback's epoch moved on):
+    a reserve or settle here would count on counters nobody reads any more (h)."""
 
 
 class StoresUnavailable(Exception):
@@ -263,7 +275,15 @@ class FailoverHotStore:
             await self._switch_back()
         first = self.using
         try:
-            return await self._on(first, op)
+            try:
+                return await self._on(first, op)
+            except _Behind:
+                first = await self._follow()
+                token = _STAY.set(first == 1)
+                try:
+                    return await self._on(first, op)
+                finally:
+                    _STAY.reset(token)
         except self._errors as exc:
             error = exc
         try:
@@ -276,6 +296,13 @@ class FailoverHotStore:
             log.error("budget stores unreachable, AI replies paused: %s", _why(exc))
             self._down_until = self._clock() + self.retry_after_s
             raise StoresUnavailable() from exc
+
+    async def _follow(self) -> int:
+        """Rule (h): a reserve or settle that found the epoch moved wrote nothing on the fallback: it
+        goes to the primary, once this process is back there too (the store to use, returned). If
+        the primary is out of this process's reach (a partition that cuts off only some processes:
+        see Limits), it stays on the fallback."""
+        return 0 if await self._switch_back(force=True) else 1
 
     async def _on(self, i: int, op: Callable[[int], Awaitable[T]]) -> T:
         if i == 0:
@@ -382,6 +409,8 @@ class FailoverHotStore:
             *values, epoch = await self.stores[1].get_counters([*(self._k(1, k) for k in wanted), EPOCH_KEY])
             if self._epoch is not None and (epoch or 0) > self._epoch:
                 self._retry_at = float("-inf")  # another process is back on the primary: follow it now
+                if not _STAY.get():
+                    raise _Behind()
         return {k for k, v in zip(wanted, values, strict=True) if v is not None}
 
     def _drop_expired(self, now: float) -> None:

@@ -183,17 +183,81 @@ async def test_the_first_process_back_cleans_up_and_the_others_follow_it_without
         assert await seeded(a, [USER], value=70) == [70]  # a is back first: deleted, seeded from the ledger
         assert await a.reserve("ra2", [Hold(USER, 5, 1000)], 600, now=0) is None  # after carrying a's 10 over
         assert await a.get_counters([USER]) == [85]
-        # b sees the outage is over with its next reservation (still on Postgres), and is back at its
-        # next call rather than in 60 s, without deleting a's fresh counter a second time.
+        # b sees the outage is over with its next reservation (on Postgres, before it writes there),
+        # and is back at once rather than in 60 s, without deleting a's fresh counter a second time:
+        # that reservation is made on Redis, after carrying b's 10 over.
         assert await b.reserve("rb2", [Hold(USER, 5, 1000)], 600, now=0) is None
-        assert await b.get_counters([USER]) == [85]
         assert b.using == 0
-        assert await b.reserve("rb3", [Hold(USER, 1, 1000)], 600, now=0) is None  # after carrying b's 10 and 5
+        assert await b.get_counters([USER]) == [100]
+        assert await b.reserve("rb3", [Hold(USER, 1, 1000)], 600, now=0) is None
         assert await a.get_counters([USER]) == [101]
     finally:
         await a.aclose()
         await b.aclose()
         await proxy.cut()
+
+
+async def test_a_process_behind_reserves_and_settles_on_the_primary_not_on_the_outages_counters(
+    redis_server: ThrowawayRedis, pg_url: str
+) -> None:
+    # Rule (h): b, still on Postgres after a went back and cleaned up, finds the epoch moved with its
+    # next reserve and settle, before either writes there. On the outage's counters (which nobody
+    # reads any more) its reserve would pass a limit a has nearly reached on Redis, and its settle
+    # would never reach the counter a seeded from the ledger before b's call was in it.
+    a = failover(redis_server.url, pg_url)
+    b = FailoverHotStore(RedisHotStore(redis_server.url), PostgresHotStore(pg_url), retry_after_s=60)
+    try:
+        for hot in (a, b):
+            assert await seeded(hot, [GLOBAL], value=100) == [100]
+        redis_server.stop()
+        for hot in (a, b):
+            assert await seeded(hot, [GLOBAL], value=100) == [100]  # on Postgres, seeded from the ledger
+        assert await b.reserve("rb", [Hold(GLOBAL, 50, 1000)], 600, now=0) is None
+        assert (a.using, b.using) == (1, 1)
+        redis_server.start()
+        await asyncio.sleep(RETRY_S)
+        assert await seeded(a, [GLOBAL], value=100) == [100]  # a is back: the ledger has 100, b's call is in flight
+        assert await a.reserve("ra", [Hold(GLOBAL, 850, 1000)], 600, now=0) is None
+        assert a.using == 0 and await a.get_counters([GLOBAL]) == [950]
+        # On the outage's counter (150) this would fit; on Redis, with b's 50 carried over, it does not.
+        assert await b.reserve("rb2", [Hold(GLOBAL, 100, 1000)], 600, now=0) == GLOBAL
+        assert b.using == 0
+        assert await a.get_counters([GLOBAL]) == [1000]
+        await b.settle("rb", {GLOBAL: 30})  # its row is in the ledger now: 130
+        await a.settle("ra", {GLOBAL: 850})
+        assert await a.get_counters([GLOBAL]) == [980]  # the ledger: 100 + 30 + 850
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_a_process_behind_that_cannot_reach_the_primary_stays_on_the_fallback(
+    redis_server: ThrowawayRedis, pg_url: str
+) -> None:
+    # A partition that cuts off only b (see Limits): a is back on Redis and moved the epoch on; b's
+    # reserve finds that, cannot follow, and is made on Postgres as before, rather than failing.
+    proxy = Partition(redis_server.port)
+    await proxy.heal()
+    a = failover(redis_server.url, pg_url)
+    b = failover(f"redis://127.0.0.1:{proxy.port}/0", pg_url)
+    try:
+        for hot in (a, b):
+            assert await seeded(hot, [GLOBAL], value=100) == [100]
+        redis_server.stop()
+        for hot in (a, b):
+            assert await seeded(hot, [GLOBAL], value=100) == [100]
+        await proxy.cut()
+        redis_server.start()
+        await asyncio.sleep(RETRY_S)
+        assert await seeded(a, [GLOBAL], value=100) == [100]
+        assert (a.using, b.using) == (0, 1)
+        assert await b.reserve("rb", [Hold(GLOBAL, 50, 1000)], 600, now=0) is None
+        assert b.using == 1
+        await b.settle("rb", {GLOBAL: 30})
+        assert b.using == 1
+    finally:
+        await a.aclose()
+        await b.aclose()
 
 
 async def test_a_settle_lands_on_the_store_in_use(redis_server: ThrowawayRedis, pg_url: str) -> None:
@@ -538,8 +602,10 @@ async def test_budget_never_passes_a_limit_across_an_outage(
         assert [hot.using for hot in stores] == [0] * processes
         # Nothing in flight now: the counters (seeded again from the ledger after the outage) are the
         # ledger in one process (rule j). Across processes (see Limits) a call in flight over another
-        # process's switch back can count twice (a budget reached a little early) and, rarely, a
-        # call about a switch is missed (1 run in 40 here): each process lets one call through.
+        # process's switch back can count twice (a budget reached a little early), and a call can
+        # still be missed in Limits' narrow windows: each process lets one call through. (Missed in
+        # 1 run in 40 when a process behind went on settling on the outage's counters; in none of
+        # 70 since (h) sends those settles to Redis.)
         over: dict[str | None, int] = {}
         for user in users:
             meters = await budgets[0].meters(user, NOW)
