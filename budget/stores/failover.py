@@ -74,10 +74,13 @@ Limits:
 - Processes fail over on their own: in a partition that cuts off only some of them, those use
   Postgres while the others use Redis, each counting only its own calls (a process behind that
   cannot reach the primary stays on the fallback: h). Another process's calls in flight at a
-  switch are not on the new store until they settle. And a reserve or settle that read the
-  epoch just before another process moved it writes to the outage's counters: one round trip's
-  window a process, where before (h) every reserve and settle until the next call was in it.
-  Each can let spend pass a limit a little.
+  switch are not on the new store until they settle. And a reserve that read the epoch just
+  before another process moved it is checked against the outage's counters, which miss what was
+  reserved on the primary since: one round trip's window a process, where before (h) every
+  reserve until the process's own retry was in it. (A settle in that window is lost too, but the
+  seeds on the primary come after the move, so their sums have its call's row, recorded before
+  the settle began; unless the row is still in its process's outbox, the (j) case below.) Each
+  can let spend pass a limit a little.
 - (e) once read the counters before each reserve and settle. Dropping that read (one Redis round
   trip fewer for each) first under-counted in the outage drill, 1 run in 6: the drill recorded
   each row after its settle, unlike bot/calls.py, so a seed read between the two missed a call
