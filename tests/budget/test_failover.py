@@ -197,6 +197,17 @@ async def test_the_first_process_back_cleans_up_and_the_others_follow_it_without
         await proxy.cut()
 
 
+async def outage_begins(redis_server: ThrowawayRedis, *processes: FailoverHotStore) -> None:
+    """The bot's counter at 100 on Redis, then Redis stopped and each process on Postgres, its
+    counter seeded there from the ledger (100)."""
+    for hot in processes:
+        assert await seeded(hot, [GLOBAL], value=100) == [100]
+    redis_server.stop()
+    for hot in processes:
+        assert await seeded(hot, [GLOBAL], value=100) == [100]
+    assert [hot.using for hot in processes] == [1] * len(processes)
+
+
 async def test_a_process_behind_reserves_and_settles_on_the_primary_not_on_the_outages_counters(
     redis_server: ThrowawayRedis, pg_url: str
 ) -> None:
@@ -207,13 +218,8 @@ async def test_a_process_behind_reserves_and_settles_on_the_primary_not_on_the_o
     a = failover(redis_server.url, pg_url)
     b = FailoverHotStore(RedisHotStore(redis_server.url), PostgresHotStore(pg_url), retry_after_s=60)
     try:
-        for hot in (a, b):
-            assert await seeded(hot, [GLOBAL], value=100) == [100]
-        redis_server.stop()
-        for hot in (a, b):
-            assert await seeded(hot, [GLOBAL], value=100) == [100]  # on Postgres, seeded from the ledger
+        await outage_begins(redis_server, a, b)
         assert await b.reserve("rb", [Hold(GLOBAL, 50, 1000)], 600, now=0) is None
-        assert (a.using, b.using) == (1, 1)
         redis_server.start()
         await asyncio.sleep(RETRY_S)
         assert await seeded(a, [GLOBAL], value=100) == [100]  # a is back: the ledger has 100, b's call is in flight
@@ -241,11 +247,7 @@ async def test_a_process_behind_that_cannot_reach_the_primary_stays_on_the_fallb
     a = failover(redis_server.url, pg_url)
     b = failover(f"redis://127.0.0.1:{proxy.port}/0", pg_url)
     try:
-        for hot in (a, b):
-            assert await seeded(hot, [GLOBAL], value=100) == [100]
-        redis_server.stop()
-        for hot in (a, b):
-            assert await seeded(hot, [GLOBAL], value=100) == [100]
+        await outage_begins(redis_server, a, b)
         await proxy.cut()
         redis_server.start()
         await asyncio.sleep(RETRY_S)
