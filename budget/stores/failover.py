@@ -274,14 +274,14 @@ class FailoverHotStore:
         if self._clock() < self._down_until:
             raise StoresUnavailable()
         await self._steady.wait()
-        if self.using == 1 and self._clock() >= self._retry_at:
-            await self._switch_back()
+        # The primary tried just now and not reached: a call that finds the epoch moved (h) stays.
+        unreached = self.using == 1 and self._clock() >= self._retry_at and not await self._switch_back()
         first = self.using
         try:
             try:
                 return await self._on(first, op)
             except _Behind:
-                first = await self._follow()
+                first = 1 if unreached else await self._follow()
                 token = _STAY.set(first == 1)
                 try:
                     return await self._on(first, op)

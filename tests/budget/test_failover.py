@@ -237,15 +237,29 @@ async def test_a_process_behind_reserves_and_settles_on_the_primary_not_on_the_o
         await b.aclose()
 
 
+@pytest.mark.parametrize("retry_after_s", [RETRY_S, 60])
 async def test_a_process_behind_that_cannot_reach_the_primary_stays_on_the_fallback(
-    redis_server: ThrowawayRedis, pg_url: str
+    redis_server: ThrowawayRedis, pg_url: str, retry_after_s: float
 ) -> None:
     # A partition that cuts off only b (see Limits): a is back on Redis and moved the epoch on; b's
     # reserve finds that, cannot follow, and is made on Postgres as before, rather than failing.
+    # Each call tries Redis once: at its start when b's own retry is due, else when it finds the
+    # epoch moved (a partition that drops packets makes each try wait for its connect timeout).
     proxy = Partition(redis_server.port)
     await proxy.heal()
     a = failover(redis_server.url, pg_url)
-    b = failover(f"redis://127.0.0.1:{proxy.port}/0", pg_url)
+    b = FailoverHotStore(
+        RedisHotStore(f"redis://127.0.0.1:{proxy.port}/0"), PostgresHotStore(pg_url), retry_after_s=retry_after_s
+    )
+    tries = 0
+    try_primary = b._try_primary
+
+    async def counted() -> bool:
+        nonlocal tries
+        tries += 1
+        return await try_primary()
+
+    b._try_primary = counted  # type: ignore[method-assign]
     try:
         await outage_begins(redis_server, a, b)
         await proxy.cut()
@@ -253,10 +267,12 @@ async def test_a_process_behind_that_cannot_reach_the_primary_stays_on_the_fallb
         await asyncio.sleep(RETRY_S)
         assert await seeded(a, [GLOBAL], value=100) == [100]
         assert (a.using, b.using) == (0, 1)
+        tries = 0
         assert await b.reserve("rb", [Hold(GLOBAL, 50, 1000)], 600, now=0) is None
         assert b.using == 1
         await b.settle("rb", {GLOBAL: 30})
         assert b.using == 1
+        assert tries == 2
     finally:
         await a.aclose()
         await b.aclose()
