@@ -2,8 +2,10 @@
 
 Every call goes to the primary (Redis). When it fails at the connection level, that call and every
 call after it go to the fallback (the Postgres hot store: slower, still exact across processes) for
-``retry_after_s``; then the primary is tried again. If both fail, ``StoresUnavailable``: budgets
-cannot be checked, so AI replies pause rather than spend unchecked.
+``retry_after_s`` (counted from the end of the last try); then the primary is tried again, calls
+waiting meanwhile, for ``probe_timeout_s`` at most: a primary that hangs (accepts, never answers)
+holds them that long, not for its client's own timeout. If both fail, ``StoresUnavailable``:
+budgets cannot be checked, so AI replies pause rather than spend unchecked.
 
 The rules that keep budgets exact across a switch:
 
@@ -235,11 +237,15 @@ class FailoverHotStore:
         *,
         retry_after_s: float = 5.0,
         drain_timeout_s: float = 10.0,
+        probe_timeout_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.stores = (primary, fallback)
         self.retry_after_s = retry_after_s
         self._drain_timeout_s = drain_timeout_s
+        # Calls wait while the primary is tried again: a hung one (it accepts, never answers) is
+        # given up on after this, not after its client's own timeout.
+        self._probe_timeout_s = probe_timeout_s
         self._clock = clock
         self._delete = _deleter(primary)
         _deleter(fallback)  # refuse a fallback that could not be the primary's stand-in either
@@ -352,7 +358,10 @@ class FailoverHotStore:
             self._retry_at = self._clock() + self.retry_after_s
             self._steady.clear()
             try:
-                return await self._try_primary()
+                back = await self._try_primary()
+                if not back:  # counted from the end of this try: one that took long is not made again at once
+                    self._retry_at = self._clock() + self.retry_after_s
+                return back
             finally:
                 self._steady.set()
 
@@ -370,7 +379,8 @@ class FailoverHotStore:
                 keys.update(k.removesuffix(suffix) for k in await listing() if k.endswith(suffix))
         epoch = self._epoch if self._epoch is not None else current
         try:
-            await self.stores[0].get_counters([PROBE_KEY])
+            async with asyncio.timeout(self._probe_timeout_s):  # TimeoutError is an OSError
+                await self.stores[0].get_counters([PROBE_KEY])
             if keys:
                 await self._delete(sorted(keys), None if epoch is None else epoch + 1)
         except self._errors as exc:
@@ -682,4 +692,4 @@ class FailoverHotStore:
 
 
 def _why(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

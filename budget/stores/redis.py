@@ -2,7 +2,8 @@
 
 URL options: ``prefix`` namespaces every key (``<prefix>:pb:{user}:...``, outside the hash tag);
 ``max_connections`` and ``timeout`` size the blocking pool (a call waits up to ``timeout`` seconds
-for a free connection instead of failing). Each method is one round trip: a command or one Lua
+for a free connection instead of failing); ``socket_timeout`` and ``socket_connect_timeout`` (2 s
+each by default) bound a reply and a connect. Each method is one round trip: a command or one Lua
 script (``lua/*.lua``, sent by EVALSHA and reloaded by redis-py after a SCRIPT FLUSH).
 
 Known limits:
@@ -34,7 +35,6 @@ from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from budget.stores.base import Admit, HitRead, Hold
 
@@ -42,6 +42,10 @@ from budget.stores.base import Admit, HitRead, Hold
 # pool does past its size: a burst of messages queues instead of failing.
 MAX_CONNECTIONS = 50
 POOL_TIMEOUT_S = 20.0
+# A reply or a connect that takes longer: the server is treated as away (the failover store moves to
+# Postgres). Not retried: a hung server (one behind a partition that drops packets, or stuck) does
+# not answer a retry either, and redis-py's four tries at its default 5 s kept a call 20 s.
+SOCKET_TIMEOUT_S = 2.0
 
 
 class LeanConnection(Connection):
@@ -145,12 +149,14 @@ class RedisHotStore:
         self.prefix = f"{prefix}:" if prefix else ""
         # URL query options win over these keyword arguments (redis-py's from_url rule).
         # A connection dropped by a Redis restart is replaced and the command retried: reserve is
-        # idempotent on its id and a retried settle can only over-count, never under-count.
+        # idempotent on its id and a retried settle can only over-count, never under-count. A
+        # timeout is not retried (SOCKET_TIMEOUT_S).
         pool = BlockingConnectionPool.from_url(
             clean, max_connections=max_connections, timeout=timeout, decode_responses=True,
             connection_class=LeanConnection,  # rediss:// and unix:// URLs set their own
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 3),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), 3, supported_errors=(RedisConnectionError,)),
+            retry_on_error=[RedisConnectionError],
         )  # fmt: skip
         self.redis: Redis = Redis.from_pool(pool)
         self._reserve = self.redis.register_script(script_source("reserve"))

@@ -4,6 +4,7 @@ or cut off behind a proxy so that it keeps its data) and the Postgres hot store 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import shutil
 import time
@@ -14,6 +15,7 @@ from decimal import Decimal
 
 import pytest
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from budget.ledger import Budget, Limits
 from budget.money import to_nano
@@ -81,6 +83,35 @@ class Partition:
                 dst.transport.abort()
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+class Tarpit:
+    """A server that accepts connections and reads what is sent, and never answers: a Redis that
+    hangs (stuck, or behind a partition that drops packets once connected)."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
+
+    async def __aenter__(self) -> Tarpit:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._open:
+            writer.transport.abort()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self._open.add(writer)
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(65536):
+                pass
 
 
 def failover(redis_url: str, pg_url: str) -> FailoverHotStore:
@@ -276,6 +307,38 @@ async def test_a_process_behind_that_cannot_reach_the_primary_stays_on_the_fallb
     finally:
         await a.aclose()
         await b.aclose()
+
+
+async def test_a_hung_redis_call_times_out_once_and_is_not_retried() -> None:
+    # redis-py's default (5 s, four tries: a call held 20 s) would keep every message waiting that
+    # long before the failover moves to Postgres. A plain URL gets 2 s; a timeout is not retried.
+    assert RedisHotStore("redis://127.0.0.1:6379/0").redis.connection_pool.connection_kwargs["socket_timeout"] == 2.0
+    async with Tarpit() as pit:
+        hot = RedisHotStore(f"redis://127.0.0.1:{pit.port}/0?socket_timeout=0.2")
+        try:
+            with pytest.raises(redis.exceptions.TimeoutError):
+                await hot.get_counters([GLOBAL])
+            assert pit.accepted == 1
+        finally:
+            await hot.aclose()
+
+
+async def test_while_redis_hangs_each_try_of_it_is_given_up_on_after_the_probe_timeout(pg_url: str) -> None:
+    # A Redis that accepts and never answers, with a client timeout longer than the test allows:
+    # only the failover's own probe timeout (1 s) lets a call go on, on Postgres, at the first
+    # try of the primary (a new process starts with one) and at the next.
+    async with Tarpit() as pit:
+        hot = failover(f"redis://127.0.0.1:{pit.port}/0?socket_timeout=30", pg_url)
+        try:
+            async with asyncio.timeout(6):
+                assert await seeded(hot, [GLOBAL], value=7) == [7]
+                assert hot.using == 1
+                await asyncio.sleep(RETRY_S)
+                assert await hot.get_counters([GLOBAL]) == [7]
+            assert hot.using == 1
+            assert pit.accepted == 2  # one try each time: no retry of a timeout
+        finally:
+            await hot.aclose()
 
 
 async def test_a_settle_lands_on_the_store_in_use(redis_server: ThrowawayRedis, pg_url: str) -> None:
