@@ -115,10 +115,11 @@ class HotStore(Protocol):
 
         ``once``: a key and its ttl in whole seconds, to drop a message seen before (a platform's
         redelivery), in the same step (``dedupes``: at no round trip of its own). First, the key
-        is set to "1" with that ttl unless it exists, atomically (``set_once``). If it existed,
+        is set with that ttl unless it exists, atomically (``set_once``). If another call set it,
         the call is a repeat and nothing else happens: no rate-limit event is counted, no counter
         read, no entry peeked at, nothing reserved; the answer is ``HitRead(0.0, [], [], False,
-        True)``. Else it is set and everything goes on as without it (``repeated`` False)."""
+        True)``. Else (set now, or by this very call's first try, which the client retried after
+        a lost reply) everything goes on as without it (``repeated`` False)."""
         ...
 
     async def cache_get(self, key: str, now: float, counts: tuple[str, str] | None = None) -> str | None:
@@ -146,7 +147,8 @@ class HotStore(Protocol):
         ...
 
     async def set_once(self, key: str, ttl_s: int) -> bool:
-        """True the first time a key is set within its lifetime (warn once per period)."""
+        """True the first time a key is set within its lifetime (warn once per period), and for that
+        call's own retry by the client after a lost reply (Redis tells it by a token per call)."""
         ...
 
     async def aclose(self) -> None: ...
