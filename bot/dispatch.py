@@ -8,7 +8,8 @@ marked done once they were sent. The lease is renewed while the message is worke
 whose lease ran out (its process died, or a store failed mid-way) is taken over, by one process
 only, at start-up and by a periodic sweep. Each taking moves the message's lease epoch on; its
 owner's writes name the epoch it holds, so a process that lost the message while still working on
-it (cut off from the database for longer than the lease) stores and sends nothing.
+it (cut off from the database for longer than the lease) stores and sends nothing. One this
+process's own sweep took back is not started again here, and its writes move to the new epoch.
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ class Dispatcher:
         # The lease epoch this process holds of each message its sweep took over (a claimed one
         # is at 0): named in the writes, which another process's taking fences off.
         self._epochs: dict[tuple[str, str], int] = {}
+        # This process's take-overs under way: a write refused because one of them moved the epoch
+        # can come back before its result does (``_taken_here``).
+        self._takings: set[asyncio.Future[None]] = set()
         self.taken_over = 0  # messages another process took from this one while it worked on them
         # When the lease this process holds of each message it claimed or took runs out, as far as it
         # knows (claim, take-over, renewal): it may send an answer kept only in the journal until then.
@@ -378,10 +382,12 @@ class Dispatcher:
         user = exchange.user_key if exchange is not None and exchange.turns else None
         if user is not None:
             self._changing(user)
+        db = self.pipeline.deps.db
         try:
-            if not await self.pipeline.deps.db.answer_inbox(*key, replies, exchange, self._epochs.get(key, 0)):
-                self._taken_over(key)
-                return False
+            while not await db.answer_inbox(*key, replies, exchange, epoch := self._epochs.get(key, 0)):
+                if not await self._taken_here(key, epoch):  # else at the epoch this process's sweep took
+                    self._taken_over(key)
+                    return False
         finally:
             if user is not None:
                 self._changed_now(user)
@@ -391,6 +397,14 @@ class Dispatcher:
             self._copies.add(exchange)
             self._changed_here(user)
         return True
+
+    async def _taken_here(self, key: Key, epoch: int) -> bool:
+        """A write of the message at ``epoch`` was refused: whether this process's own sweep took the
+        message over meanwhile (its lease ran out under the run), so the write is to be made again at
+        the epoch held now. The refusal can come back before the take-over's result: waited for."""
+        if self._takings:
+            await asyncio.wait(set(self._takings))
+        return key in self._epochs and self._epochs[key] != epoch
 
     def _taken_over(self, key: tuple[str, str]) -> None:
         """Forget a message another process took over: its answer here was paid for (the ledger
@@ -508,16 +522,23 @@ class Dispatcher:
         """Write the journaled answers to the database, each at the lease epoch held now (a take-over
         by this process's own sweep moves it on), with the done mark of those sent. One refused was
         taken over by another process while the database was out of reach: its new owner answers
-        it, and this one forgets it."""
+        it, and this one forgets it. One refused because this process's own sweep took it meanwhile
+        (``_taken_here``) is written again in the next round, at its new epoch."""
         answers = [
             Answer(*key, replies, exchange, self._epochs.get(key, 0), self._marks.get(key))
             for key, (replies, exchange) in self._journaled.items()
             if key not in self._claims  # claimed during the claims' write: next round, after its claim
         ]
         stored = await self.db.store_answers(answers)
+        again = {
+            (a.channel, a.message_id) for a, mine in zip(answers, stored, strict=True)
+            if not mine and await self._taken_here((a.channel, a.message_id), a.epoch)
+        }  # fmt: skip
         done: list[Key] = []
         for answer, mine in zip(answers, stored, strict=True):
             key = (answer.channel, answer.message_id)
+            if key in again:  # taken over by this process's sweep: the next round writes it at its epoch
+                continue
             del self._journaled[key]
             if answer.exchange is not None and answer.exchange.turns:
                 self._changed_now(answer.exchange.user_key)
@@ -600,11 +621,13 @@ class Dispatcher:
         while True:
             with contextlib.suppress(Exception):
                 now = deps.clock()
+                epoch = self._epochs.get(key, 0)
                 if key not in self._claims:  # else not in the database yet: nothing to renew
-                    if not await deps.db.renew_lease(*key, now, self.lease_s, self._epochs.get(key, 0)):
+                    if await deps.db.renew_lease(*key, now, self.lease_s, epoch):
+                        if key in self._leases:
+                            self._leases[key] = now + timedelta(seconds=self.lease_s)
+                    elif not await self._taken_here(key, epoch):
                         return
-                    if key in self._leases:
-                        self._leases[key] = now + timedelta(seconds=self.lease_s)
             await asyncio.sleep(self.lease_s / 3)
 
     async def resume(self) -> int:
@@ -615,20 +638,26 @@ class Dispatcher:
         if not self._recovered:
             await self._recover()
         now = deps.clock()
-        items = await deps.db.lease_open(now, self.lease_s)
-        taken = [(i.channel, i.message_id) for i in items if i.channel in self.repliers]
-        sent = await self._sent_elsewhere([key for key in taken if key not in self._sent])
-        for item in items:
-            if item.channel not in self.repliers:
-                continue
-            key = (item.channel, item.message_id)
-            # Taken at a new epoch: a run of it still going here (its lease ran out under it)
-            # writes with this one, and the process it was taken from is fenced off.
-            self._epochs[key] = item.epoch
-            self._leases[key] = now + timedelta(seconds=self.lease_s)
-            if key in self._journaled:  # its answer waits for the database here: at the new epoch
-                assert self.journal is not None
-                self.journal.put(key, item.epoch, *self._journaled[key])
+        taking = asyncio.get_running_loop().create_future()
+        self._takings.add(taking)
+        try:
+            taken = await deps.db.lease_open(now, self.lease_s)
+            items = [item for item in taken if item.channel in self.repliers]
+            for item in items:
+                key = (item.channel, item.message_id)
+                # Taken at a new epoch: a run of it still going here (its lease ran out under it)
+                # writes with this one, and the process it was taken from is fenced off.
+                self._epochs[key] = item.epoch
+                self._leases[key] = now + timedelta(seconds=self.lease_s)
+                if key in self._journaled:  # its answer waits for the database here: at the new epoch
+                    assert self.journal is not None
+                    self.journal.put(key, item.epoch, *self._journaled[key])
+        finally:
+            self._takings.discard(taking)
+            taking.set_result(None)
+        keys = [(item.channel, item.message_id) for item in items]
+        sent = await self._sent_elsewhere([key for key in keys if key not in self._sent])
+        for item, key in zip(items, keys, strict=True):
             replies = item.replies
             if key in sent:  # its replies are out: the run only marks it done
                 log.info("message %s:%s was sent before the database went down; marked done, not sent again", *key)
@@ -641,7 +670,7 @@ class Dispatcher:
                 item.channel, p["chat_id"], p["user_id"], item.message_id, p["text"], p.get("kind", "text")
             )
             self.spawn(self.run(inbound, replies))
-        return len(items)
+        return len(taken)
 
     async def _recover(self) -> None:
         """Write the answers a crash of this process left in its journal, before any message is

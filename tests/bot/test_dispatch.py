@@ -12,6 +12,7 @@ import pytest
 
 from bot.dispatch import Dispatcher, sent_key
 from bot.turn import Inbound
+from budget.journal import Journal
 from tests.budget.test_schema import drop as drop_schema
 from tests.conftest import Bot
 
@@ -126,6 +127,58 @@ async def test_a_message_taken_over_by_another_process_is_answered_and_sent_by_t
     assert [r.message_id for r in rows] == ["m-1", "m-1"]
     assert await bot.deps.db.open_inbox() == []
     assert a._epochs == {} and b._epochs == {} and a._answered == {} and b._answered == {}
+
+
+@pytest.mark.parametrize("journaled", [False, True], ids=["stored-before-sent", "journaled"])
+async def test_a_write_refused_because_this_processs_own_sweep_took_the_message_over_is_made_at_the_new_epoch(
+    make_bot: Any, inbox_url: str, tmp_path: Path, journaled: bool
+) -> None:
+    # A database that hangs: the lease ran out under the run, and this process's own sweep took the
+    # message over. The answer's write reached the database after the take-over, and its refusal
+    # came back before the take-over's result did. The write is made again at the new epoch: one
+    # call paid, one reply, nothing left open. (It used to read as another process's take-over: the
+    # message was dropped here, and a later sweep paid the model for it again.)
+    bot: Bot = await make_bot(database_url=inbox_url, outbox_path=tmp_path / "ob.db")
+    db = bot.deps.db
+    replier = Recording()
+    dispatcher = Dispatcher(bot.pipeline, {"console": replier}, Journal(tmp_path / "j.db") if journaled else None)
+    assert await dispatcher.resume() == 0  # the start-up sweep: nothing open
+    write = "store_answers" if journaled else "answer_inbox"
+    lease_open, write_answer = db.lease_open, getattr(db, write)
+    took, refused = asyncio.Event(), asyncio.Event()
+    writes: list[Any] = []
+
+    async def taking(*args: Any) -> Any:
+        items = await lease_open(*args)
+        took.set()
+        await refused.wait()  # its result comes back after the write's refusal
+        return items
+
+    async def writing(*args: Any) -> Any:
+        await took.wait()  # held up until the sweep took the message over
+        writes.append(await write_answer(*args))
+        refused.set()
+        return writes[-1]
+
+    db.lease_open = taking
+    setattr(db, write, writing)
+    inbound = Inbound("console", "a", "a", "m-1", "a question")
+    assert await dispatcher.claim(inbound)
+    dispatcher.spawn(dispatcher.run(inbound))
+    await asyncio.sleep(0.1)  # answered: its write waits
+    bot.clock.advance(seconds=61)  # INBOX_LEASE_S=60 ran out, unrenewed
+    assert await dispatcher.resume() == 1
+    assert await dispatcher.drain(5) == 0
+    await dispatcher.marks_written()
+    assert writes == ([[False], [True]] if journaled else [False, True])  # refused, then made at the new epoch
+    assert [m for m, _ in replier.sent] == ["m-1"] and dispatcher.taken_over == 0
+    now = bot.clock.now
+    await bot.deps.recorder.flush()
+    rows = await db.requests(now - timedelta(days=1), now + timedelta(days=1))
+    assert [r.message_id for r in rows] == ["m-1"]  # one call paid
+    assert [t.content for t in (await db.conversation("console:a")).turns] == ["a question", replier.sent[0][1][0]]
+    assert await db.open_inbox() == []
+    assert dispatcher._epochs == {} and dispatcher._takings == set()
 
 
 async def test_replies_are_stored_before_they_are_sent_and_done_only_after(make_bot: Any) -> None:
