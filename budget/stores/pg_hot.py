@@ -5,6 +5,9 @@ It backs ``FailoverHotStore`` when Redis cannot be reached (slower: a few round 
 of one). asyncpg with a pool and no prepared-statement cache, so it works behind Supabase's
 transaction-mode pooler; ``?schema=NAME`` names the schema of the tables, which are always
 schema-qualified (a transaction-mode pooler refuses search_path at connect), as in the Database store.
+A call gives up after 10 s and a connect after 5 (``command_timeout``, ``connect_timeout``): a
+Postgres that hangs must not hold the budget checks longer. The URL's ``?command_timeout=`` and
+``?connect_timeout=`` are the Database store's (its reports may take longer) and are not used here.
 
 How each step stays atomic across processes:
 

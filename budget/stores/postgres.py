@@ -6,11 +6,29 @@ a prepared statement does not outlive its transaction, the cache is off and each
 ``?statement_cache=off`` (or ``on``) in the URL overrides the guess from the port.
 ``?schema=NAME`` in the URL puts every table in that schema. Money is NUMERIC: Decimal in,
 Decimal out. Each method is one statement where it can be: one round trip, atomic on its own.
+
+A Postgres that hangs (it accepts and never answers: stuck, or behind a partition that drops
+packets) fails a call with ``TimeoutError`` after ``command_timeout`` (15 s; asyncpg's own default
+is none: a call held for ever) and a new connection after ``connect_timeout`` (10 s; asyncpg's 60),
+both settable in the URL (``?command_timeout=S&connect_timeout=S``). asyncpg then cancels the
+statement on the server, within ``command_timeout`` too, or drops the connection: the caller has
+its error after twice ``command_timeout`` at most, or ``connect_timeout`` when the pool must open a
+connection first. Every write here may be retried after a timeout: each is one statement that
+does nothing twice (a request id, a lease epoch, a claim's token), the same rule as for a reply
+lost with its connection; the sweep's take-over, which moves a lease's epoch, is a transaction, so
+one that runs only after the caller gave up on it rolls back. A call that starts a lease from the
+caller's ``now`` waits for a pooled connection no longer than ``command_timeout`` either
+(``_leasing``): a lease counted from a ``now`` long gone would be spent when granted, and the
+sweeps would take its message over while it is answered. Migrations and the purge may wait longer
+(``LONG_S``): a migration waits for another process's, and a purge of a year's rows is slow, not
+hung.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -49,6 +67,10 @@ _MIGRATION_LOCK = 0x70656E6E79  # "penny": one migrating process at a time
 _POOLER_PORTS = frozenset({6543, 6432})
 _STATEMENT_CACHE_SIZE = 100  # asyncpg's default
 _SWITCH = {"on": True, "off": False}
+CONNECT_TIMEOUT_S = 10.0
+COMMAND_TIMEOUT_S = 15.0
+LONG_S = 3600.0  # migrations and the purge
+_TIMEOUTS = ("connect_timeout", "command_timeout")
 
 
 def migrations() -> list[tuple[str, str]]:
@@ -63,8 +85,25 @@ def _split_url(url: str) -> tuple[str, str | None]:
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
     schema = query.pop("schema", None)
-    query.pop("statement_cache", None)  # not a server setting: asyncpg would send it as one
+    for own in ("statement_cache", *_TIMEOUTS):  # not server settings: asyncpg would send them as ones
+        query.pop(own, None)
     return urlunsplit(parts._replace(query=urlencode(query))), schema
+
+
+def url_timeouts(url: str, connect_s: float, command_s: float) -> tuple[float, float]:
+    """``?connect_timeout=`` and ``?command_timeout=`` of ``url`` (seconds), else the defaults given."""
+    query = dict(parse_qsl(urlsplit(url).query))
+    found = {"connect_timeout": connect_s, "command_timeout": command_s}
+    for name in _TIMEOUTS:
+        if name in query:
+            try:
+                seconds = float(query[name])
+            except ValueError:
+                seconds = math.nan
+            if not (math.isfinite(seconds) and seconds > 0):
+                raise ValueError(f"{name} must be a number of seconds above 0, not {query[name]!r}")
+            found[name] = seconds
+    return found["connect_timeout"], found["command_timeout"]
 
 
 def uses_statement_cache(url: str) -> bool:
@@ -100,8 +139,17 @@ class PostgresDatabase:
 
     scheme = "postgresql"
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
+        command_timeout: float = COMMAND_TIMEOUT_S,
+    ) -> None:
         self.statement_cache = uses_statement_cache(url)
+        self.connect_timeout, self.command_timeout = url_timeouts(url, connect_timeout, command_timeout)
         self.url, self.schema = _split_url(url)
         if self.schema is not None and not self.schema.isidentifier():
             raise ValueError(f"schema must be a plain identifier, not {self.schema!r}")
@@ -169,23 +217,33 @@ class PostgresDatabase:
         )
         self._min, self._max = min_size, max_size
         self._pool: Any = None
+        self._pool_lock = asyncio.Lock()  # a burst of first calls makes one pool, not one each
 
     async def _conn_pool(self) -> Any:
         if self._pool is None:
-            import asyncpg
+            async with self._pool_lock:
+                if self._pool is None:
+                    import asyncpg
 
-            self._pool = await asyncpg.create_pool(
-                self.url, min_size=self._min, max_size=self._max,
-                statement_cache_size=_STATEMENT_CACHE_SIZE if self.statement_cache else 0, reset=_keep_session,
-            )  # fmt: skip
+                    self._pool = await asyncpg.create_pool(
+                        self.url, min_size=self._min, max_size=self._max,
+                        statement_cache_size=_STATEMENT_CACHE_SIZE if self.statement_cache else 0,
+                        reset=_keep_session, timeout=self.connect_timeout, command_timeout=self.command_timeout,
+                    )  # fmt: skip
         return self._pool
+
+    def _leasing(self, pool: Any) -> Any:
+        """A pooled connection for a statement that starts a lease from the caller's ``now``: waited
+        for no longer than ``command_timeout`` (asyncpg's pool waits for ever)."""
+        return pool.acquire(timeout=self.command_timeout)
 
     async def migrate(self) -> None:
         """Apply what is not applied yet, recording each migration; safe to run twice and from
         several processes at once."""
         pool = await self._conn_pool()
         async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("select pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            # Another process's migration holds the lock for as long as it takes.
+            await conn.execute("select pg_advisory_xact_lock($1)", _MIGRATION_LOCK, timeout=LONG_S)
             if self.schema:
                 await conn.execute(f'create schema if not exists "{self.schema}"')
                 await conn.execute(f'set local search_path to "{self.schema}"')  # this transaction only
@@ -196,7 +254,7 @@ class PostgresDatabase:
             done = {r["name"] for r in await conn.fetch("select name from pennybot_migrations")}
             for name, sql in migrations():
                 if name not in done:
-                    await conn.execute(sql)
+                    await conn.execute(sql, timeout=LONG_S)  # an index on a large ledger takes a while
                     await conn.execute("insert into pennybot_migrations (name) values ($1)", name)
 
     async def record(self, rows: Sequence[AIRequest]) -> None:
@@ -354,11 +412,12 @@ class PostgresDatabase:
         self, channel: str, message_id: str, user_key: str, payload: dict[str, Any], now: datetime, lease_s: float = 60
     ) -> bool:
         pool = await self._conn_pool()
-        status = await pool.execute(
-            f"insert into {self.s}inbox (channel, message_id, user_key, payload, received_at, lease_until)"
-            " values ($1, $2, $3, $4::jsonb, $5, $6) on conflict do nothing",
-            channel, message_id, user_key, json.dumps(payload), now, now + timedelta(seconds=lease_s),
-        )  # fmt: skip
+        async with self._leasing(pool) as conn:
+            status = await conn.execute(
+                f"insert into {self.s}inbox (channel, message_id, user_key, payload, received_at, lease_until)"
+                " values ($1, $2, $3, $4::jsonb, $5, $6) on conflict do nothing",
+                channel, message_id, user_key, json.dumps(payload), now, now + timedelta(seconds=lease_s),
+            )  # fmt: skip
         return bool(status == "INSERT 0 1")
 
     async def claim_inbox_reading(
@@ -367,51 +426,57 @@ class PostgresDatabase:
         pool = await self._conn_pool()
         # One statement: no row if the message was stored before; else a marker row (id null)
         # and the user's unfolded turns. The insert's CTE runs once, whatever the select reads.
-        rows = await pool.fetch(
-            f"with claimed as (insert into {self.s}inbox"
-            " (channel, message_id, user_key, payload, received_at, lease_until)"
-            " values ($1, $2, $3, $4::jsonb, $5, $6) on conflict do nothing returning 1)"
-            " select null::bigint as id, null as role, null as content, null::integer as tokens,"
-            " null::integer as size where exists (select from claimed)"
-            " union all select id, role, content, tokens, size"
-            f" from {self.s}messages where user_key = $3 and not folded and exists (select from claimed)"
-            " order by id nulls first",
-            channel, message_id, user_key, json.dumps(payload), now, now + timedelta(seconds=lease_s),
-        )  # fmt: skip
+        async with self._leasing(pool) as conn:
+            rows = await conn.fetch(
+                f"with claimed as (insert into {self.s}inbox"
+                " (channel, message_id, user_key, payload, received_at, lease_until)"
+                " values ($1, $2, $3, $4::jsonb, $5, $6) on conflict do nothing returning 1)"
+                " select null::bigint as id, null as role, null as content, null::integer as tokens,"
+                " null::integer as size where exists (select from claimed)"
+                " union all select id, role, content, tokens, size"
+                f" from {self.s}messages where user_key = $3 and not folded and exists (select from claimed)"
+                " order by id nulls first",
+                channel, message_id, user_key, json.dumps(payload), now, now + timedelta(seconds=lease_s),
+            )  # fmt: skip
         return _conversation(rows[1:]) if rows else None
 
     async def land_claims(self, claims: Sequence[Claim], token: str, now: datetime, lease_s: float) -> list[Landing]:
         if not claims:
             return []
         pool = await self._conn_pool()
-        rows = await pool.fetch(
-            self._land_claims_sql,
-            [c.channel for c in claims], [c.message_id for c in claims], [c.user_key for c in claims],
-            [json.dumps({**c.payload, "by": token}) for c in claims], [c.received_at for c in claims], token,
-            now + timedelta(seconds=lease_s),
-        )  # fmt: skip
+        async with self._leasing(pool) as conn:
+            rows = await conn.fetch(
+                self._land_claims_sql,
+                [c.channel for c in claims], [c.message_id for c in claims], [c.user_key for c in claims],
+                [json.dumps({**c.payload, "by": token}) for c in claims], [c.received_at for c in claims], token,
+                now + timedelta(seconds=lease_s),
+            )  # fmt: skip
         return [Landing(r["landing"]) for r in rows]
 
     async def renew_lease(self, channel: str, message_id: str, now: datetime, lease_s: float, epoch: int = 0) -> bool:
         pool = await self._conn_pool()
-        status = await pool.execute(
-            f"update {self.s}inbox set lease_until = $3"
-            " where channel = $1 and message_id = $2 and lease_epoch = $4 and status <> 'done'",
-            channel, message_id, now + timedelta(seconds=lease_s), epoch,
-        )  # fmt: skip
+        async with self._leasing(pool) as conn:
+            status = await conn.execute(
+                f"update {self.s}inbox set lease_until = $3"
+                " where channel = $1 and message_id = $2 and lease_epoch = $4 and status <> 'done'",
+                channel, message_id, now + timedelta(seconds=lease_s), epoch,
+            )  # fmt: skip
         return bool(status == "UPDATE 1")
 
     async def lease_open(self, now: datetime, lease_s: float, limit: int = 100) -> list[InboxItem]:
         pool = await self._conn_pool()
-        # skip locked: several processes sweeping at once each take different messages.
-        rows = await pool.fetch(
-            f"update {self.s}inbox i set lease_until = $2, lease_epoch = i.lease_epoch + 1 from ("
-            f" select channel, message_id from {self.s}inbox where status <> 'done'"
-            "  and (lease_until is null or lease_until < $1) order by received_at limit $3 for update skip locked"
-            ") o where i.channel = o.channel and i.message_id = o.message_id"
-            " returning i.channel, i.message_id, i.payload, i.reply, i.received_at, i.lease_epoch",
-            now, now + timedelta(seconds=lease_s), limit,
-        )  # fmt: skip
+        # skip locked: several processes sweeping at once each take different messages. A
+        # transaction, unlike the other writes: a take-over that ran after its caller gave up would
+        # move the epoch with nobody holding the result, fencing off the process from its answers.
+        async with self._leasing(pool) as conn, conn.transaction():
+            rows = await conn.fetch(
+                f"update {self.s}inbox i set lease_until = $2, lease_epoch = i.lease_epoch + 1 from ("
+                f" select channel, message_id from {self.s}inbox where status <> 'done'"
+                "  and (lease_until is null or lease_until < $1) order by received_at limit $3 for update skip locked"
+                ") o where i.channel = o.channel and i.message_id = o.message_id"
+                " returning i.channel, i.message_id, i.payload, i.reply, i.received_at, i.lease_epoch",
+                now, now + timedelta(seconds=lease_s), limit,
+            )  # fmt: skip
         rows = sorted(rows, key=lambda r: r["received_at"])
         return [
             InboxItem(
@@ -562,9 +627,9 @@ class PostgresDatabase:
 
     async def purge_before(self, cutoff: datetime) -> tuple[int, int]:
         pool = await self._conn_pool()
-        messages = await pool.execute(f"delete from {self.s}messages where created_at < $1", cutoff)
-        requests = await pool.execute(f"delete from {self.s}ai_requests where created_at < $1", cutoff)
-        await pool.execute(f"delete from {self.s}resource_usage where created_at < $1", cutoff)
+        messages = await pool.execute(f"delete from {self.s}messages where created_at < $1", cutoff, timeout=LONG_S)
+        requests = await pool.execute(f"delete from {self.s}ai_requests where created_at < $1", cutoff, timeout=LONG_S)
+        await pool.execute(f"delete from {self.s}resource_usage where created_at < $1", cutoff, timeout=LONG_S)
         return int(messages.split()[-1]), int(requests.split()[-1])
 
     async def aclose(self) -> None:

@@ -1,10 +1,13 @@
 """One contract for every database URL (SQLite file and memory now; Postgres joins later)."""
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -20,14 +23,17 @@ from budget.records import (
     Kind,
     Landing,
     ResourceUse,
+    Spend,
     Status,
 )
 from budget.stores import Database, open_database
+from budget.stores.pg_hot import PostgresHotStore
 from budget.stores.postgres import PostgresDatabase, _split_url, uses_statement_cache
 from budget.stores.supabase_rest import SupabaseDatabase
 from providers.base import Usage
 from tests.budget.test_schema import apply as apply_schema
 from tests.budget.test_schema import drop as drop_schema
+from tests.drills.network import Partition, Tarpit
 from tests.fakes.postgrest_server import TEST_SERVICE_ROLE_KEY, FakePostgrestServer
 
 T0 = datetime(2026, 11, 10, 12, tzinfo=UTC)
@@ -543,3 +549,102 @@ def test_the_statement_cache_switch_is_checked_and_never_reaches_the_server() ->
     assert _split_url("postgresql://u@h/db?statement_cache=off&schema=s&sslmode=require") == (
         "postgresql://u@h/db?sslmode=require", "s",
     )  # fmt: skip
+
+
+# ---- Postgres: one that hangs ----
+
+
+def test_the_timeouts_come_from_the_url_are_checked_and_never_reach_the_server() -> None:
+    db = PostgresDatabase("postgresql://u@h/db")
+    assert (db.connect_timeout, db.command_timeout) == (10.0, 15.0)  # asyncpg's own: 60 s and none
+    db = PostgresDatabase("postgresql://u@h/db?command_timeout=2.5&connect_timeout=4&schema=s")
+    assert (db.connect_timeout, db.command_timeout) == (4.0, 2.5)
+    assert _split_url("postgresql://u@h/db?command_timeout=2.5&connect_timeout=4&sslmode=require") == (
+        "postgresql://u@h/db?sslmode=require", None,
+    )  # fmt: skip
+    for bad in ("0", "-1", "soon", "nan", "inf"):
+        with pytest.raises(ValueError, match="command_timeout must be a number of seconds above 0"):
+            PostgresDatabase(f"postgresql://u@h/db?command_timeout={bad}")
+    with pytest.raises(ValueError, match="connect_timeout must be"):
+        PostgresDatabase("postgresql://u@h/db?connect_timeout=0")
+    # The budget's Postgres store takes them out of the URL too, and keeps its own shorter ones.
+    hot = PostgresHotStore("postgresql://u@h/db?command_timeout=60&connect_timeout=30")
+    assert hot._timeouts == (5.0, 10.0)
+    assert "timeout" not in hot._dsn
+
+
+@pytest.fixture
+async def frozen_pg(pg_dsn: str) -> AsyncIterator[tuple[Partition, str]]:
+    """A proxy in front of the shared Postgres that can freeze (nothing through, connections kept),
+    and the URL of a fresh schema behind it, with command and connect timeouts of 0.5 s."""
+    partition = Partition(urlsplit(pg_dsn).port or 5432)
+    await partition.heal()
+    schema = f"pb_{uuid.uuid4().hex[:10]}"
+    url = urlunsplit(urlsplit(pg_dsn)._replace(netloc=f"postgres@127.0.0.1:{partition.port}"))
+    try:
+        yield partition, f"{url}?schema={schema}&command_timeout=0.5&connect_timeout=0.5"
+    finally:
+        partition.thaw()
+        await partition.cut()
+        drop_schema(pg_dsn, schema)
+
+
+async def test_a_postgres_that_hangs_holds_a_call_for_the_command_timeout_and_a_retried_write_counts_once(
+    frozen_pg: tuple[Partition, str],
+) -> None:
+    partition, url = frozen_pg
+    db = PostgresDatabase(url)
+    try:
+        await db.migrate()  # through the proxy, as any client
+        await db.record([row("a", "0.000001")])
+        partition.freeze()
+        # The first call's statement times out, and so does asyncpg's cancel of it: 2 × 0.5 s. The
+        # connection goes, and the next call's connect times out (0.5 s). asyncpg's own defaults
+        # would have held the first call for ever.
+        calls = [(db.spend(None, T0, T0 + timedelta(days=1)), 1.0), (db.record([row("b", "0.000002")]), 0.5)]
+        for call, least in calls:
+            started = time.perf_counter()
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(5):  # else a regression would hang the suite
+                    await call
+            assert least <= time.perf_counter() - started < least + 1.0
+        partition.thaw()
+        # The write that timed out may still land (its bytes were on their way): the outbox retries
+        # it, and the row counts once.
+        await db.record([row("b", "0.000002")])
+        assert await db.spend(None, T0, T0 + timedelta(days=1)) == Spend(3_000, 300)
+    finally:
+        await db.aclose()
+
+
+async def test_a_postgres_that_never_answers_a_connect_fails_it_after_the_connect_timeout() -> None:
+    async with Tarpit() as tarpit:
+        db = PostgresDatabase(f"postgresql://u@127.0.0.1:{tarpit.port}/db?connect_timeout=0.5")
+        for _ in range(2):  # no pool is kept from a failed connect: the next call tries again
+            started = time.perf_counter()
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(5):  # asyncpg's own connect timeout is 60 s
+                    await db.spend(None, T0, T0 + timedelta(days=1))
+            assert 0.5 <= time.perf_counter() - started < 2.0
+        assert tarpit.accepted == 2
+        await db.aclose()
+
+
+async def test_a_migration_waits_for_another_process_migrating_longer_than_the_command_timeout(
+    pg_dsn: str,
+) -> None:
+    schema = f"pb_{uuid.uuid4().hex[:10]}"
+    db = PostgresDatabase(f"{pg_dsn}?schema={schema}&command_timeout=0.2")
+    other = await asyncpg.connect(pg_dsn)
+    try:
+        async with other.transaction():  # another process's migration, 0.6 s long
+            await other.execute("select pg_advisory_xact_lock($1)", 0x70656E6E79)
+            waiting = asyncio.create_task(db.migrate())
+            await asyncio.sleep(0.6)
+            assert not waiting.done()
+        await waiting
+        assert await db.spend(None, T0, T0 + timedelta(days=1)) == Spend(0, 0)
+    finally:
+        await other.close()
+        await db.aclose()
+        drop_schema(pg_dsn, schema)

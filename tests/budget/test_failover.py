@@ -4,7 +4,6 @@ or cut off behind a proxy so that it keeps its data) and the Postgres hot store 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import shutil
 import time
@@ -28,7 +27,8 @@ from budget.stores.postgres import PostgresDatabase
 from budget.stores.redis import RedisHotStore
 from tests.budget.test_hot_store import pg_schema
 from tests.conftest import require_server
-from tests.drills.servers import PG_BIN, ThrowawayPostgres, ThrowawayRedis, free_port
+from tests.drills.network import Partition, Tarpit
+from tests.drills.servers import PG_BIN, ThrowawayPostgres, ThrowawayRedis
 
 RETRY_S = 0.3
 USER, GLOBAL = "pb:{u1}:usd:month:2026-11", "pb:{global}:usd:month:2026-11"
@@ -46,72 +46,6 @@ def redis_server() -> Iterator[ThrowawayRedis]:
 async def pg_url(pg_dsn: str) -> AsyncIterator[str]:
     async with pg_schema(pg_dsn) as url:
         yield url
-
-
-class Partition:
-    """A TCP proxy in front of a server: ``cut()`` makes the server unreachable while it keeps its
-    data (a network partition), ``heal()`` makes it reachable again on the same port."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-        self._open: set[asyncio.StreamWriter] = set()
-
-    async def heal(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def cut(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in self._open:
-            writer.transport.abort()
-        self._open.clear()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self._open |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except ConnectionError:
-                pass
-            finally:
-                dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-
-class Tarpit:
-    """A server that accepts connections and reads what is sent, and never answers: a Redis that
-    hangs (stuck, or behind a partition that drops packets once connected)."""
-
-    def __init__(self) -> None:
-        self.accepted = 0
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._open: set[asyncio.StreamWriter] = set()
-
-    async def __aenter__(self) -> Tarpit:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in self._open:
-            writer.transport.abort()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.accepted += 1
-        self._open.add(writer)
-        with contextlib.suppress(ConnectionError):
-            while await reader.read(65536):
-                pass
 
 
 def failover(redis_url: str, pg_url: str) -> FailoverHotStore:
