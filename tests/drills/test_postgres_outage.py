@@ -1,6 +1,7 @@
-"""Postgres stopped for 30 seconds during a run of 500 messages, then started: every message is
-answered once, every ai_request is in the ledger, none twice. The client redelivers an update
-that did not get a 200, as Telegram does."""
+"""Postgres stopped for 30 seconds during a run of 500 messages, then started; or hung for 10 seconds
+(it keeps its connections and answers nothing: a partition that drops packets), then let go: every
+message is answered once, every ai_request is in the ledger, none twice. The client redelivers an
+update that did not get a 200, as Telegram does."""
 
 import asyncio
 import os
@@ -11,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from tests.bot.server_harness import SECRET, channel_settings, serve, until
+from tests.drills.network import Partition
 from tests.drills.servers import ThrowawayPostgres, ThrowawayRedis
 from tests.fakes.telegram_server import FakeTelegramServer, text_update
 
 OUTAGE_S = float(os.environ.get("PB_DRILL_OUTAGE_S", "30"))
+HANG_S = float(os.environ.get("PB_DRILL_HANG_S", "10"))
 USERS, PER_USER = 10, 50
 
 
@@ -24,12 +27,19 @@ def stores() -> Iterator[tuple[ThrowawayPostgres, ThrowawayRedis]]:
         yield pg, r
 
 
+@pytest.mark.parametrize("fault", ["stopped", "hung"])
 async def test_postgres_outage_loses_and_doubles_nothing(
-    stores: tuple[ThrowawayPostgres, ThrowawayRedis], telegram_server: FakeTelegramServer, tmp_path: Path
+    stores: tuple[ThrowawayPostgres, ThrowawayRedis], telegram_server: FakeTelegramServer, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture, fault: str,
 ) -> None:
     pg, r = stores
+    partition = Partition(pg.port)  # "hung": the bot reaches Postgres through it, and it freezes
+    await partition.heal()
+    # A second's timeouts keep the drill short; the defaults (15 s and 10 s) behave alike, slower.
+    hung_dsn = f"postgresql://postgres@127.0.0.1:{partition.port}/postgres?command_timeout=1&connect_timeout=1"
     settings = channel_settings(
-        telegram_server, None, database_url=pg.dsn, redis_url=r.url, outbox_path=tmp_path / "outbox.db",
+        telegram_server, None, database_url=pg.dsn if fault == "stopped" else hung_dsn, redis_url=r.url,
+        outbox_path=tmp_path / "outbox.db",
         rate_limit_per_minute=10_000, simulated_latency_ms=20, inbox_lease_s=2, inbox_sweep_s=0.5,
         model_catalog=[{"provider": "simulated", "model": "gpt-4o-mini", "tier": "cheap"}],
     )  # fmt: skip
@@ -55,9 +65,14 @@ async def test_postgres_outage_loses_and_doubles_nothing(
 
         async def outage() -> None:
             await asyncio.sleep(1.0)
-            pg.stop()
-            await asyncio.sleep(OUTAGE_S)
-            pg.start()
+            if fault == "stopped":
+                pg.stop()
+                await asyncio.sleep(OUTAGE_S)
+                pg.start()
+            else:
+                partition.freeze()
+                await asyncio.sleep(HANG_S)
+                partition.thaw()
 
         sem = asyncio.Semaphore(10)
 
@@ -73,8 +88,15 @@ async def test_postgres_outage_loses_and_doubles_nothing(
         await asyncio.sleep(1.0)  # anything doubled would show by now
         now = datetime.now(UTC)
         rows = await s.runtime.built.deps.db.requests(now - timedelta(days=1), now + timedelta(days=1))
-    assert statuses.get(503, 0) > 0, statuses  # the outage was felt: refused for redelivery
-    assert set(statuses) <= {200, 503}, statuses  # and never a 500
+    await partition.cut()
+    assert set(statuses) <= {200, 503}, statuses  # never a 500
+    if fault == "stopped":
+        assert statuses.get(503, 0) > 0, statuses  # the outage was felt: refused for redelivery
+    else:
+        # Claims go to the host's journal, until the database's writes fail: then to the database,
+        # which times out (503). The hang was felt: calls gave up on it and were retried.
+        assert any("(TimeoutError)" in r.getMessage() for r in caplog.records if r.name == "pennybot.outbox")
+        assert any("(TimeoutError)" in r.getMessage() for r in caplog.records if r.name == "pennybot.dispatch")
     answers = [r for r in rows if r.kind.value == "answer" and r.status.value in ("ok", "cached")]
     assert len({r.request_id for r in rows}) == len(rows)  # no row twice
     assert sorted(int(r.message_id or 0) for r in answers) == sorted(
