@@ -30,13 +30,12 @@ are named per outage (``<key>#<epoch>``): those of past outages go the same way,
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from budget.stores.base import Admit, HitRead, Hold
-from budget.stores.postgres import _split_url
+from budget.stores.postgres import Pool, _split_url
 
 T = TypeVar("T")
 
@@ -129,22 +128,13 @@ class PostgresHotStore:
             " expires_at = case when c.expires_at <= now() then null else c.expires_at end"
             " returning value"
         )
-        self._sizes = (min_size, max_size)
-        self._timeouts = (connect_timeout, command_timeout)
-        self._pool: Any = None
-        self._pool_lock = asyncio.Lock()  # a burst of first calls makes one pool, not one each
+        self._pool = Pool(
+            self._dsn, connect_timeout=connect_timeout, command_timeout=command_timeout,
+            min_size=min_size, max_size=max_size, statement_cache_size=0,
+        )  # fmt: skip
 
-    async def _conn_pool(self) -> Any:
-        if self._pool is None:
-            async with self._pool_lock:
-                if self._pool is None:
-                    import asyncpg
-
-                    self._pool = await asyncpg.create_pool(
-                        self._dsn, min_size=self._sizes[0], max_size=self._sizes[1], statement_cache_size=0,
-                        timeout=self._timeouts[0], command_timeout=self._timeouts[1],
-                    )  # fmt: skip
-        return self._pool
+    async def _conn_pool(self) -> Pool:
+        return await self._pool.opened()
 
     async def _transaction(self, work: Callable[[Any], Awaitable[T]]) -> T:
         import asyncpg
@@ -476,6 +466,4 @@ class PostgresHotStore:
         return await self._transaction(work)
 
     async def aclose(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close()
+        await self._pool.close()

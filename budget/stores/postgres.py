@@ -16,12 +16,12 @@ its error after twice ``command_timeout`` at most, or ``connect_timeout`` when t
 connection first. Every write here may be retried after a timeout: each is one statement that
 does nothing twice (a request id, a lease epoch, a claim's token), the same rule as for a reply
 lost with its connection; the sweep's take-over, which moves a lease's epoch, is a transaction, so
-one that runs only after the caller gave up on it rolls back. A call that starts a lease from the
-caller's ``now`` waits for a pooled connection no longer than ``command_timeout`` either
-(``_leasing``): a lease counted from a ``now`` long gone would be spent when granted, and the
-sweeps would take its message over while it is answered. Migrations and the purge may wait longer
-(``LONG_S``): a migration waits for another process's, and a purge of a year's rows is slow, not
-hung.
+one that runs only after the caller gave up on it rolls back. A call waits for a pooled connection
+no longer than ``command_timeout`` either (``Pool``; asyncpg's pool waits for ever): behind hung
+connections a call would wait for the whole hang, and one that starts a lease from the caller's
+``now`` would be granted a lease already spent, so the sweeps would take its message over while it
+is answered. Migrations and the purge may run longer (``LONG_S``): a migration waits for another
+process's, and a purge of a year's rows is slow, not hung.
 """
 
 from __future__ import annotations
@@ -134,6 +134,60 @@ async def _keep_session(conn: Any) -> None:
     """
 
 
+class Pool:
+    """asyncpg's pool, opened on first use (once for a burst of first calls), whose every call waits
+    for a pooled connection no longer than ``command_timeout``: asyncpg's pool waits for ever, so
+    behind the connections of a Postgres that hangs each call would wait for as long as the hang.
+    Its statements time out after ``command_timeout`` too, unless a call says otherwise, and its
+    connects after ``connect_timeout``."""
+
+    def __init__(self, dsn: str, *, connect_timeout: float, command_timeout: float, **options: Any) -> None:
+        self._dsn, self._options = dsn, options
+        self.connect_timeout, self.command_timeout = connect_timeout, command_timeout
+        self._pool: Any = None
+        self._lock = asyncio.Lock()
+
+    async def opened(self) -> Pool:
+        if self._pool is None:
+            async with self._lock:
+                if self._pool is None:
+                    import asyncpg
+
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn, timeout=self.connect_timeout, command_timeout=self.command_timeout,
+                        **self._options,
+                    )  # fmt: skip
+        return self
+
+    def acquire(self) -> Any:
+        return self._pool.acquire(timeout=self.command_timeout)
+
+    async def execute(self, query: str, *args: Any, **options: Any) -> str:
+        async with self.acquire() as conn:
+            return str(await conn.execute(query, *args, **options))
+
+    async def executemany(self, query: str, args: Any, **options: Any) -> None:
+        async with self.acquire() as conn:
+            await conn.executemany(query, args, **options)
+
+    async def fetch(self, query: str, *args: Any, **options: Any) -> list[Any]:
+        async with self.acquire() as conn:
+            return list(await conn.fetch(query, *args, **options))
+
+    async def fetchrow(self, query: str, *args: Any, **options: Any) -> Any:
+        async with self.acquire() as conn:
+            return await conn.fetchrow(query, *args, **options)
+
+    async def fetchval(self, query: str, *args: Any, **options: Any) -> Any:
+        async with self.acquire() as conn:
+            return await conn.fetchval(query, *args, **options)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+
 class PostgresDatabase:
     """The Database protocol on Postgres."""
 
@@ -215,27 +269,14 @@ class PostgresDatabase:
             " from claims c left join landed l on l.channel = c.channel and l.message_id = c.message_id"
             f" left join {self.s}inbox i on i.channel = c.channel and i.message_id = c.message_id order by c.n"
         )
-        self._min, self._max = min_size, max_size
-        self._pool: Any = None
-        self._pool_lock = asyncio.Lock()  # a burst of first calls makes one pool, not one each
+        self._pool = Pool(
+            self.url, connect_timeout=self.connect_timeout, command_timeout=self.command_timeout,
+            min_size=min_size, max_size=max_size, reset=_keep_session,
+            statement_cache_size=_STATEMENT_CACHE_SIZE if self.statement_cache else 0,
+        )  # fmt: skip
 
-    async def _conn_pool(self) -> Any:
-        if self._pool is None:
-            async with self._pool_lock:
-                if self._pool is None:
-                    import asyncpg
-
-                    self._pool = await asyncpg.create_pool(
-                        self.url, min_size=self._min, max_size=self._max,
-                        statement_cache_size=_STATEMENT_CACHE_SIZE if self.statement_cache else 0,
-                        reset=_keep_session, timeout=self.connect_timeout, command_timeout=self.command_timeout,
-                    )  # fmt: skip
-        return self._pool
-
-    def _leasing(self, pool: Any) -> Any:
-        """A pooled connection for a statement that starts a lease from the caller's ``now``: waited
-        for no longer than ``command_timeout`` (asyncpg's pool waits for ever)."""
-        return pool.acquire(timeout=self.command_timeout)
+    async def _conn_pool(self) -> Pool:
+        return await self._pool.opened()
 
     async def migrate(self) -> None:
         """Apply what is not applied yet, recording each migration; safe to run twice and from
@@ -412,7 +453,7 @@ class PostgresDatabase:
         self, channel: str, message_id: str, user_key: str, payload: dict[str, Any], now: datetime, lease_s: float = 60
     ) -> bool:
         pool = await self._conn_pool()
-        async with self._leasing(pool) as conn:
+        async with pool.acquire() as conn:
             status = await conn.execute(
                 f"insert into {self.s}inbox (channel, message_id, user_key, payload, received_at, lease_until)"
                 " values ($1, $2, $3, $4::jsonb, $5, $6) on conflict do nothing",
@@ -426,7 +467,7 @@ class PostgresDatabase:
         pool = await self._conn_pool()
         # One statement: no row if the message was stored before; else a marker row (id null)
         # and the user's unfolded turns. The insert's CTE runs once, whatever the select reads.
-        async with self._leasing(pool) as conn:
+        async with pool.acquire() as conn:
             rows = await conn.fetch(
                 f"with claimed as (insert into {self.s}inbox"
                 " (channel, message_id, user_key, payload, received_at, lease_until)"
@@ -444,7 +485,7 @@ class PostgresDatabase:
         if not claims:
             return []
         pool = await self._conn_pool()
-        async with self._leasing(pool) as conn:
+        async with pool.acquire() as conn:
             rows = await conn.fetch(
                 self._land_claims_sql,
                 [c.channel for c in claims], [c.message_id for c in claims], [c.user_key for c in claims],
@@ -455,7 +496,7 @@ class PostgresDatabase:
 
     async def renew_lease(self, channel: str, message_id: str, now: datetime, lease_s: float, epoch: int = 0) -> bool:
         pool = await self._conn_pool()
-        async with self._leasing(pool) as conn:
+        async with pool.acquire() as conn:
             status = await conn.execute(
                 f"update {self.s}inbox set lease_until = $3"
                 " where channel = $1 and message_id = $2 and lease_epoch = $4 and status <> 'done'",
@@ -468,7 +509,7 @@ class PostgresDatabase:
         # skip locked: several processes sweeping at once each take different messages. A
         # transaction, unlike the other writes: a take-over that ran after its caller gave up would
         # move the epoch with nobody holding the result, fencing off the process from its answers.
-        async with self._leasing(pool) as conn, conn.transaction():
+        async with pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 f"update {self.s}inbox i set lease_until = $2, lease_epoch = i.lease_epoch + 1 from ("
                 f" select channel, message_id from {self.s}inbox where status <> 'done'"
@@ -633,9 +674,7 @@ class PostgresDatabase:
         return int(messages.split()[-1]), int(requests.split()[-1])
 
     async def aclose(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        await self._pool.close()
 
 
 def _ai_request(row: Any) -> AIRequest:

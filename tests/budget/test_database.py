@@ -569,7 +569,7 @@ def test_the_timeouts_come_from_the_url_are_checked_and_never_reach_the_server()
         PostgresDatabase("postgresql://u@h/db?connect_timeout=0")
     # The budget's Postgres store takes them out of the URL too, and keeps its own shorter ones.
     hot = PostgresHotStore("postgresql://u@h/db?command_timeout=60&connect_timeout=30")
-    assert hot._timeouts == (5.0, 10.0)
+    assert (hot._pool.connect_timeout, hot._pool.command_timeout) == (5.0, 10.0)
     assert "timeout" not in hot._dsn
 
 
@@ -614,6 +614,30 @@ async def test_a_postgres_that_hangs_holds_a_call_for_the_command_timeout_and_a_
         await db.record([row("b", "0.000002")])
         assert await db.spend(None, T0, T0 + timedelta(days=1)) == Spend(3_000, 300)
     finally:
+        await db.aclose()
+
+
+async def test_behind_a_hung_connection_a_call_waits_for_the_pool_no_longer_than_the_command_timeout(
+    frozen_pg: tuple[Partition, str],
+) -> None:
+    partition, url = frozen_pg
+    db = PostgresDatabase(url, max_size=1)
+    try:
+        await db.migrate()
+        partition.freeze()
+        held = asyncio.create_task(db.spend(None, T0, T0 + timedelta(days=1)))  # the only connection, for 1 s
+        await asyncio.sleep(0.05)
+        # A read, which starts no lease: it gives up on the pool after 0.5 s. asyncpg's pool would
+        # have waited for the held connection (1 s), then for a new one's connect (0.5 s more).
+        started = time.perf_counter()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(5):
+                await db.requests(T0, T0 + timedelta(days=1))
+        assert 0.45 <= time.perf_counter() - started < 0.9
+        with pytest.raises(TimeoutError):
+            await held
+    finally:
+        partition.thaw()
         await db.aclose()
 
 
