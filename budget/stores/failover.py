@@ -120,32 +120,6 @@ PROBE_KEY = "pb:{failover}:probe"
 EPOCH_KEY = "pb:{failover}:epoch"  # on the fallback: the current outage's number
 CLEANED_KEY = "pb:{failover}:cleaned"  # on the primary: the last outage cleaned up there
 
-# KEYS[1] CLEANED_KEY, KEYS[2] the index of open reservations, KEYS[3..] the counters; ARGV[1] the
-# outage epoch ('' for none), ARGV[2] the key prefix of reservation hashes. Belongs in lua/ behind
-# a RedisHotStore.delete; kept here until that file is free to change.
-_REDIS_DELETE = """
-if ARGV[1] ~= '' then
-  if tonumber(redis.call('GET', KEYS[1]) or '-1') >= tonumber(ARGV[1]) then
-    return 0
-  end
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-local doomed = {}
-for i = 3, #KEYS do
-  doomed[KEYS[i]] = true
-  redis.call('DEL', KEYS[i])
-end
-for _, rid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  local hkey = ARGV[2] .. rid
-  for _, counter in ipairs(redis.call('HKEYS', hkey)) do
-    if doomed[counter] then
-      redis.call('HDEL', hkey, counter)
-    end
-  end
-end
-return 1
-"""
-
 
 # (this store's id, its switch count) at this task's last counter read: a seed that follows it in
 # the same task (Budget.meters reads, sums the ledger, seeds) knows whether a switch came between.
@@ -197,10 +171,10 @@ def _deleter(store: HotStore) -> Deleter:
             return True
 
         return delete_all
-    from budget.stores.redis import RedisHotStore
+    from budget.stores.redis import RedisHotStore, script_source
 
     if isinstance(store, RedisHotStore):
-        script = store.redis.register_script(_REDIS_DELETE)
+        script = store.redis.register_script(script_source("delete_counters"))
         cleaned = store._k(CLEANED_KEY)
 
         async def delete_in_redis(keys: Sequence[str], epoch: int | None) -> bool:
