@@ -17,7 +17,7 @@ connection first. Every write here may be retried after a timeout: each is one s
 does nothing twice (a request id, a lease epoch, a claim's token), the same rule as for a reply
 lost with its connection; the sweep's take-over, which moves a lease's epoch, is a transaction, so
 one that runs only after the caller gave up on it rolls back. A call waits for a pooled connection
-no longer than ``command_timeout`` either (``Pool``; asyncpg's pool waits for ever): behind hung
+no longer than either timeout (``Pool``; asyncpg's pool waits for ever): behind hung
 connections a call would wait for the whole hang, and one that starts a lease from the caller's
 ``now`` would be granted a lease already spent, so the sweeps would take its message over while it
 is answered. Migrations and the purge may run longer (``LONG_S``): a migration waits for another
@@ -136,8 +136,9 @@ async def _keep_session(conn: Any) -> None:
 
 class Pool:
     """asyncpg's pool, opened on first use (once for a burst of first calls), whose every call waits
-    for a pooled connection no longer than ``command_timeout``: asyncpg's pool waits for ever, so
-    behind the connections of a Postgres that hangs each call would wait for as long as the hang.
+    for a pooled connection no longer than ``command_timeout`` (or ``connect_timeout`` if longer: it
+    may have to open one): asyncpg's pool waits for ever, so behind the connections of a Postgres
+    that hangs each call would wait for as long as the hang.
     Its statements time out after ``command_timeout`` too, unless a call says otherwise, and its
     connects after ``connect_timeout``."""
 
@@ -160,7 +161,7 @@ class Pool:
         return self
 
     def acquire(self) -> Any:
-        return self._pool.acquire(timeout=self.command_timeout)
+        return self._pool.acquire(timeout=max(self.command_timeout, self.connect_timeout))
 
     async def execute(self, query: str, *args: Any, **options: Any) -> str:
         async with self.acquire() as conn:
