@@ -382,9 +382,8 @@ class Dispatcher:
         user = exchange.user_key if exchange is not None and exchange.turns else None
         if user is not None:
             self._changing(user)
-        db = self.pipeline.deps.db
         try:
-            while not await db.answer_inbox(*key, replies, exchange, epoch := self._epochs.get(key, 0)):
+            while not await self.db.answer_inbox(*key, replies, exchange, epoch := self._epochs.get(key, 0)):
                 if not await self._taken_here(key, epoch):  # else at the epoch this process's sweep took
                     self._taken_over(key)
                     return False

@@ -454,12 +454,11 @@ class PostgresDatabase:
         self, channel: str, message_id: str, user_key: str, payload: dict[str, Any], now: datetime, lease_s: float = 60
     ) -> bool:
         pool = await self._conn_pool()
-        async with pool.acquire() as conn:
-            status = await conn.execute(
-                f"insert into {self.s}inbox (channel, message_id, user_key, payload, received_at, lease_until)"
-                " values ($1, $2, $3, $4::jsonb, $5, $6) on conflict do nothing",
-                channel, message_id, user_key, json.dumps(payload), now, now + timedelta(seconds=lease_s),
-            )  # fmt: skip
+        status = await pool.execute(
+            f"insert into {self.s}inbox (channel, message_id, user_key, payload, received_at, lease_until)"
+            " values ($1, $2, $3, $4::jsonb, $5, $6) on conflict do nothing",
+            channel, message_id, user_key, json.dumps(payload), now, now + timedelta(seconds=lease_s),
+        )  # fmt: skip
         return bool(status == "INSERT 0 1")
 
     async def claim_inbox_reading(
@@ -468,41 +467,38 @@ class PostgresDatabase:
         pool = await self._conn_pool()
         # One statement: no row if the message was stored before; else a marker row (id null)
         # and the user's unfolded turns. The insert's CTE runs once, whatever the select reads.
-        async with pool.acquire() as conn:
-            rows = await conn.fetch(
-                f"with claimed as (insert into {self.s}inbox"
-                " (channel, message_id, user_key, payload, received_at, lease_until)"
-                " values ($1, $2, $3, $4::jsonb, $5, $6) on conflict do nothing returning 1)"
-                " select null::bigint as id, null as role, null as content, null::integer as tokens,"
-                " null::integer as size where exists (select from claimed)"
-                " union all select id, role, content, tokens, size"
-                f" from {self.s}messages where user_key = $3 and not folded and exists (select from claimed)"
-                " order by id nulls first",
-                channel, message_id, user_key, json.dumps(payload), now, now + timedelta(seconds=lease_s),
-            )  # fmt: skip
+        rows = await pool.fetch(
+            f"with claimed as (insert into {self.s}inbox"
+            " (channel, message_id, user_key, payload, received_at, lease_until)"
+            " values ($1, $2, $3, $4::jsonb, $5, $6) on conflict do nothing returning 1)"
+            " select null::bigint as id, null as role, null as content, null::integer as tokens,"
+            " null::integer as size where exists (select from claimed)"
+            " union all select id, role, content, tokens, size"
+            f" from {self.s}messages where user_key = $3 and not folded and exists (select from claimed)"
+            " order by id nulls first",
+            channel, message_id, user_key, json.dumps(payload), now, now + timedelta(seconds=lease_s),
+        )  # fmt: skip
         return _conversation(rows[1:]) if rows else None
 
     async def land_claims(self, claims: Sequence[Claim], token: str, now: datetime, lease_s: float) -> list[Landing]:
         if not claims:
             return []
         pool = await self._conn_pool()
-        async with pool.acquire() as conn:
-            rows = await conn.fetch(
-                self._land_claims_sql,
-                [c.channel for c in claims], [c.message_id for c in claims], [c.user_key for c in claims],
-                [json.dumps({**c.payload, "by": token}) for c in claims], [c.received_at for c in claims], token,
-                now + timedelta(seconds=lease_s),
-            )  # fmt: skip
+        rows = await pool.fetch(
+            self._land_claims_sql,
+            [c.channel for c in claims], [c.message_id for c in claims], [c.user_key for c in claims],
+            [json.dumps({**c.payload, "by": token}) for c in claims], [c.received_at for c in claims], token,
+            now + timedelta(seconds=lease_s),
+        )  # fmt: skip
         return [Landing(r["landing"]) for r in rows]
 
     async def renew_lease(self, channel: str, message_id: str, now: datetime, lease_s: float, epoch: int = 0) -> bool:
         pool = await self._conn_pool()
-        async with pool.acquire() as conn:
-            status = await conn.execute(
-                f"update {self.s}inbox set lease_until = $3"
-                " where channel = $1 and message_id = $2 and lease_epoch = $4 and status <> 'done'",
-                channel, message_id, now + timedelta(seconds=lease_s), epoch,
-            )  # fmt: skip
+        status = await pool.execute(
+            f"update {self.s}inbox set lease_until = $3"
+            " where channel = $1 and message_id = $2 and lease_epoch = $4 and status <> 'done'",
+            channel, message_id, now + timedelta(seconds=lease_s), epoch,
+        )  # fmt: skip
         return bool(status == "UPDATE 1")
 
     async def lease_open(self, now: datetime, lease_s: float, limit: int = 100) -> list[InboxItem]:
