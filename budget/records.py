@@ -168,6 +168,17 @@ class InboxItem:
 
 
 @dataclass(frozen=True, slots=True)
+class Lease:
+    """Who holds an inbound message's lease now (``Database.lease_holder``): its ``epoch``, the
+    ``owner`` named by the take-over that moved it there (None while it is at 0, as claimed), and
+    until when it runs."""
+
+    epoch: int
+    owner: str | None
+    until: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class Quota:
     """A user's own limits, overriding the configured ones; None keeps the configured limit."""
 

@@ -16,6 +16,7 @@ from budget.records import (
     Exchange,
     InboxItem,
     Landing,
+    Lease,
     Quota,
     ResourceUse,
     Spend,
@@ -121,10 +122,19 @@ class Database(Protocol):
         caller's (taken over at another ``epoch``, or done)."""
         ...
 
-    async def lease_open(self, now: datetime, lease_s: float, limit: int = 100) -> list[InboxItem]:
+    async def lease_open(
+        self, now: datetime, lease_s: float, limit: int = 100, owner: str | None = None
+    ) -> list[InboxItem]:
         """Take, atomically, the messages not done whose lease ran out (their owner died or
         failed): nobody else gets them until the new lease runs out. Each taking moves the
-        message's ``epoch`` on by one, which fences off the owner it was taken from."""
+        message's ``epoch`` on by one, which fences off the owner it was taken from, and marks it
+        with the taker's ``owner``, so a taker whose result was lost (the commit ran, its reply never
+        came) can tell its own epoch from another's (``lease_holder``)."""
+        ...
+
+    async def lease_holder(self, channel: str, message_id: str) -> Lease | None:
+        """The message's lease as it stands: its epoch, the owner that took it there, and until
+        when; None if there is no such message or it is done."""
         ...
 
     async def answer_inbox(

@@ -46,6 +46,7 @@ from budget.records import (
     InboxItem,
     Kind,
     Landing,
+    Lease,
     Quota,
     ResourceUse,
     Spend,
@@ -501,19 +502,21 @@ class PostgresDatabase:
         )  # fmt: skip
         return bool(status == "UPDATE 1")
 
-    async def lease_open(self, now: datetime, lease_s: float, limit: int = 100) -> list[InboxItem]:
+    async def lease_open(
+        self, now: datetime, lease_s: float, limit: int = 100, owner: str | None = None
+    ) -> list[InboxItem]:
         pool = await self._conn_pool()
         # skip locked: several processes sweeping at once each take different messages. A
         # transaction, unlike the other writes: a take-over that ran after its caller gave up would
         # move the epoch with nobody holding the result, fencing off the process from its answers.
         async with pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
-                f"update {self.s}inbox i set lease_until = $2, lease_epoch = i.lease_epoch + 1 from ("
+                f"update {self.s}inbox i set lease_until = $2, lease_epoch = i.lease_epoch + 1, lease_owner = $4 from ("
                 f" select channel, message_id from {self.s}inbox where status <> 'done'"
                 "  and (lease_until is null or lease_until < $1) order by received_at limit $3 for update skip locked"
                 ") o where i.channel = o.channel and i.message_id = o.message_id"
                 " returning i.channel, i.message_id, i.payload, i.reply, i.received_at, i.lease_epoch",
-                now, now + timedelta(seconds=lease_s), limit,
+                now, now + timedelta(seconds=lease_s), limit, owner,
             )  # fmt: skip
         rows = sorted(rows, key=lambda r: r["received_at"])
         return [
@@ -523,6 +526,15 @@ class PostgresDatabase:
             )
             for r in rows
         ]
+
+    async def lease_holder(self, channel: str, message_id: str) -> Lease | None:
+        pool = await self._conn_pool()
+        row = await pool.fetchrow(
+            f"select lease_epoch, lease_owner, lease_until from {self.s}inbox"
+            " where channel = $1 and message_id = $2 and status <> 'done'",
+            channel, message_id,
+        )  # fmt: skip
+        return None if row is None else Lease(row["lease_epoch"], row["lease_owner"], row["lease_until"])
 
     async def answer_inbox(
         self, channel: str, message_id: str, replies: Sequence[str], exchange: Exchange | None = None, epoch: int = 0

@@ -26,6 +26,7 @@ from budget.records import (
     InboxItem,
     Kind,
     Landing,
+    Lease,
     Quota,
     ResourceUse,
     Spend,
@@ -74,8 +75,12 @@ class SQLiteDatabase:
         schema = resources.files("budget.stores").joinpath("sqlite_schema.sql").read_text()
         self._db.executescript(schema)
         # A file made before the inbox's leases were fenced (Postgres: 20261124000000_lease_epoch).
-        if "lease_epoch" not in {row[1] for row in self._db.execute("pragma table_info(inbox)")}:
+        # And before the take-overs were marked with their owner (20261124000200_lease_owner).
+        columns = {row[1] for row in self._db.execute("pragma table_info(inbox)")}
+        if "lease_epoch" not in columns:
             self._db.execute("alter table inbox add column lease_epoch integer not null default 0")
+        if "lease_owner" not in columns:
+            self._db.execute("alter table inbox add column lease_owner text")
 
     async def record(self, rows: Sequence[AIRequest]) -> None:
         self._db.executemany(
@@ -293,7 +298,9 @@ class SQLiteDatabase:
         )
         return cur.rowcount == 1
 
-    async def lease_open(self, now: datetime, lease_s: float, limit: int = 100) -> list[InboxItem]:
+    async def lease_open(
+        self, now: datetime, lease_s: float, limit: int = 100, owner: str | None = None
+    ) -> list[InboxItem]:
         self._db.execute("begin immediate")  # one writer at a time: the select and update are one step
         try:
             rows = self._db.execute(
@@ -302,14 +309,23 @@ class SQLiteDatabase:
                 (_ts(now), limit),
             ).fetchall()
             self._db.executemany(
-                "update inbox set lease_until = ?, lease_epoch = ? where channel = ? and message_id = ?",
-                [(_ts(now + timedelta(seconds=lease_s)), e, c, m) for c, m, _, _, e in rows],
+                "update inbox set lease_until = ?, lease_epoch = ?, lease_owner = ?"
+                " where channel = ? and message_id = ?",
+                [(_ts(now + timedelta(seconds=lease_s)), e, owner, c, m) for c, m, _, _, e in rows],
             )
             self._db.execute("commit")
         except BaseException:
             self._db.execute("rollback")
             raise
         return [InboxItem(c, m, json.loads(p), json.loads(r) if r else None, e) for c, m, p, r, e in rows]
+
+    async def lease_holder(self, channel: str, message_id: str) -> Lease | None:
+        row = self._db.execute(
+            "select lease_epoch, lease_owner, lease_until from inbox"
+            " where channel = ? and message_id = ? and status <> 'done'",
+            (channel, message_id),
+        ).fetchone()
+        return None if row is None else Lease(row[0], row[1], datetime.fromisoformat(row[2]) if row[2] else None)
 
     async def answer_inbox(
         self, channel: str, message_id: str, replies: Sequence[str], exchange: Exchange | None = None, epoch: int = 0

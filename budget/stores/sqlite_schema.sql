@@ -33,6 +33,7 @@ create table if not exists inbox (
     reply       text,
     lease_until text,
     lease_epoch integer not null default 0,
+    lease_owner text,
     received_at text not null,
     done_at     text,
     primary key (channel, message_id)

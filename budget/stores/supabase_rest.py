@@ -29,6 +29,7 @@ from budget.records import (
     InboxItem,
     Kind,
     Landing,
+    Lease,
     Quota,
     ResourceUse,
     Spend,
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from supabase import AsyncClient
 
 # The newest migration whose functions this store calls (pennybot_schema_version() returns it).
-SCHEMA_VERSION = 20261124000100
+SCHEMA_VERSION = 20261124000200
 # Supabase caps every read at the project's "Max rows" (1000 unless changed): pages stay within it.
 PAGE_SIZE = 1000
 _AI_SELECT = (
@@ -342,12 +343,24 @@ class SupabaseDatabase:
         query = query.eq("lease_epoch", epoch).neq("status", "done")
         return bool((await self._run("renew_lease", query)).count == 1)
 
-    async def lease_open(self, now: datetime, lease_s: float, limit: int = 100) -> list[InboxItem]:
+    async def lease_open(
+        self, now: datetime, lease_s: float, limit: int = 100, owner: str | None = None
+    ) -> list[InboxItem]:
         params = {
             "p_now": now.isoformat(), "p_lease_until": (now + timedelta(seconds=lease_s)).isoformat(), "p_limit": limit,
+            "p_owner": owner,
         }  # fmt: skip
         rows = await self._rpc("pennybot_lease_open", params)
         return [InboxItem(r["channel"], r["message_id"], r["payload"], r["reply"], r["lease_epoch"]) for r in rows]
+
+    async def lease_holder(self, channel: str, message_id: str) -> Lease | None:
+        query = self._table("inbox").select("lease_epoch,lease_owner,lease_until")
+        query = query.eq("channel", channel).eq("message_id", message_id).neq("status", "done")
+        rows = (await self._run("lease_holder", query)).data
+        if not rows:
+            return None
+        until = rows[0]["lease_until"]
+        return Lease(rows[0]["lease_epoch"], rows[0]["lease_owner"], datetime.fromisoformat(until) if until else None)
 
     async def answer_inbox(
         self, channel: str, message_id: str, replies: Sequence[str], exchange: Exchange | None = None, epoch: int = 0

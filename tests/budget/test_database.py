@@ -22,6 +22,7 @@ from budget.records import (
     InboxItem,
     Kind,
     Landing,
+    Lease,
     ResourceUse,
     Spend,
     Status,
@@ -226,6 +227,25 @@ async def test_a_message_taken_over_fences_off_its_old_owner(db: Database) -> No
     assert await db.renew_lease("telegram", "42", late, lease_s=60, epoch=2) is False  # done
 
 
+async def test_a_take_over_marks_its_owner_so_a_taker_whose_reply_was_lost_finds_its_epoch(db: Database) -> None:
+    assert await db.claim_inbox("telegram", "42", "telegram:1", {"text": "q"}, T0, lease_s=60)
+    assert await db.lease_holder("telegram", "42") == Lease(0, None, T0 + timedelta(seconds=60))  # as claimed
+    assert await db.lease_holder("telegram", "43") is None
+    # Process P's sweep takes it over; say the commit's reply never reached P: the row knows.
+    assert len(await db.lease_open(T0 + timedelta(seconds=61), lease_s=60, owner="p")) == 1
+    assert await db.lease_holder("telegram", "42") == Lease(1, "p", T0 + timedelta(seconds=121))
+    assert await db.renew_lease("telegram", "42", T0 + timedelta(seconds=70), lease_s=60, epoch=1) is True
+    assert await db.lease_holder("telegram", "42") == Lease(1, "p", T0 + timedelta(seconds=130))
+    # Q takes it next: its mark replaces P's, with the epoch.
+    [taken] = await db.lease_open(T0 + timedelta(seconds=131), lease_s=60, owner="q")
+    assert taken.epoch == 2
+    assert await db.lease_holder("telegram", "42") == Lease(2, "q", T0 + timedelta(seconds=191))
+    assert await db.answer_inbox("telegram", "42", ["a"], None, epoch=2) is True
+    assert await db.lease_holder("telegram", "42") == Lease(2, "q", T0 + timedelta(seconds=191))  # answered, not done
+    await db.finish_inbox([("telegram", "42", T0 + timedelta(seconds=140))])
+    assert await db.lease_holder("telegram", "42") is None  # done: nobody's to hold
+
+
 async def test_many_answers_and_the_done_marks_of_those_sent_are_stored_in_one_write(db: Database) -> None:
     # A journal's answers reach the database in one write: sent ones done at once, unsent ones
     # answered (to be re-sent), one stored before only marked done, one taken over refused.
@@ -303,13 +323,18 @@ async def test_a_claim_landing_after_another_claimants_says_how_far_that_one_got
     assert await db.land_claims(claims[5:], "host-a", T0, 60) == [Landing.ANSWERED]
 
 
-async def test_a_sqlite_file_from_before_the_fencing_gets_its_epoch_column(tmp_path: Path) -> None:
+@pytest.mark.parametrize("made_before", ["fencing", "owners"])
+async def test_a_sqlite_file_from_before_the_fencing_or_the_owners_gets_its_columns(
+    tmp_path: Path, made_before: str
+) -> None:
     import sqlite3
     from importlib import resources
 
     schema = resources.files("budget.stores").joinpath("sqlite_schema.sql").read_text()
-    old = schema.replace("    lease_epoch integer not null default 0,\n", "")
-    assert old != schema
+    old = schema.replace("    lease_owner text,\n", "")
+    if made_before == "fencing":
+        old = old.replace("    lease_epoch integer not null default 0,\n", "")
+    assert "lease_owner" not in old and ("lease_epoch" in old) is (made_before == "owners")
     with sqlite3.connect(tmp_path / "old.db") as conn:
         conn.executescript(old)
         conn.execute(
@@ -319,7 +344,8 @@ async def test_a_sqlite_file_from_before_the_fencing_gets_its_epoch_column(tmp_p
     store = open_database(f"sqlite:///{tmp_path}/old.db")
     await store.migrate()
     await store.migrate()
-    assert await store.lease_open(T0, lease_s=60) == [InboxItem("telegram", "1", {}, None, 1)]
+    assert await store.lease_open(T0, lease_s=60, owner="p") == [InboxItem("telegram", "1", {}, None, 1)]
+    assert await store.lease_holder("telegram", "1") == Lease(1, "p", T0 + timedelta(seconds=60))
     await store.aclose()
 
 

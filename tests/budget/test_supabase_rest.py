@@ -30,6 +30,7 @@ from budget.records import (
     InboxItem,
     Kind,
     Landing,
+    Lease,
     Spend,
     Status,
     StoredTurn,
@@ -54,7 +55,9 @@ FUNCTIONS = [
     "pennybot_fold(p_user_key text, p_turn_ids bigint[], p_content text, p_tokens integer, p_size integer,"
     " p_now timestamp with time zone)",
     "pennybot_land_claims(p_claims jsonb, p_token text, p_lease_until timestamp with time zone)",
-    "pennybot_lease_open(p_now timestamp with time zone, p_lease_until timestamp with time zone, p_limit integer)",
+    "pennybot_lease_open(p_now timestamp with time zone, p_lease_until timestamp with time zone, p_limit integer,"
+    " p_owner text DEFAULT NULL::text)",
+    "pennybot_lock_down(IN p_routines text[], IN p_callers text[] DEFAULT ARRAY['service_role'::text])",
     "pennybot_resources(p_start timestamp with time zone, p_end timestamp with time zone)",
     "pennybot_schema_version()",
     "pennybot_set_quota(p_user_key text, p_daily_usd numeric, p_monthly_usd numeric, p_daily_tokens bigint,"
@@ -304,9 +307,10 @@ async def test_each_method_sends_exactly_these_requests(
     assert await store.claim_inbox("telegram", "42", "telegram:1", {"text": "hi"}, T0, lease_s=60) is True
     assert await store.renew_lease("telegram", "42", T0 + timedelta(seconds=30), lease_s=60) is True
     assert await store.answer_inbox("telegram", "42", ["hello"]) is True
-    assert await store.lease_open(T0 + timedelta(seconds=91), lease_s=60, limit=10) == [
+    assert await store.lease_open(T0 + timedelta(seconds=91), lease_s=60, limit=10, owner="p-1") == [
         InboxItem("telegram", "42", {"text": "hi"}, ["hello"], 1)
     ]
+    assert await store.lease_holder("telegram", "42") == Lease(1, "p-1", T0 + timedelta(seconds=151))
     await store.finish_inbox([("telegram", "42", T0)])
     assert await store.open_inbox() == []
     claims = [Claim("telegram", mid, "telegram:1", {"text": mid}, T0) for mid in ("42", "43")]
@@ -409,7 +413,18 @@ async def test_each_method_sends_exactly_these_requests(
         ),
         (
             "POST", "rpc/pennybot_lease_open", [], None,
-            {"p_now": "2026-11-10T12:01:31+00:00", "p_lease_until": "2026-11-10T12:02:31+00:00", "p_limit": 10},
+            {
+                "p_now": "2026-11-10T12:01:31+00:00", "p_lease_until": "2026-11-10T12:02:31+00:00", "p_limit": 10,
+                "p_owner": "p-1",
+            },
+        ),
+        (
+            "GET", "inbox",
+            [
+                ("select", "lease_epoch,lease_owner,lease_until"), ("channel", "eq.telegram"),
+                ("message_id", "eq.42"), ("status", "neq.done"),
+            ],
+            None, None,
         ),
         (
             "POST", "rpc/pennybot_finish_inbox", [], None,
