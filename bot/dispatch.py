@@ -9,7 +9,9 @@ whose lease ran out (its process died, or a store failed mid-way) is taken over,
 only, at start-up and by a periodic sweep. Each taking moves the message's lease epoch on; its
 owner's writes name the epoch it holds, so a process that lost the message while still working on
 it (cut off from the database for longer than the lease) stores and sends nothing. One this
-process's own sweep took back is not started again here, and its writes move to the new epoch.
+process's own sweep took back is not started again here, and its writes move to the new epoch,
+even when the take-over's result was lost on the way back (each taking marks the rows with its
+taker: ``_taken_here`` asks the row).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -93,6 +96,10 @@ class Dispatcher:
         # This process's take-overs under way: a write refused because one of them moved the epoch
         # can come back before its result does (``_taken_here``).
         self._takings: set[asyncio.Future[None]] = set()
+        # This process's name on the rows its sweep takes over: a take-over whose result was lost
+        # (the commit ran, the reply never came) is found by it (``_taken_here``).
+        self.owner = uuid.uuid4().hex
+        self.adopted = 0  # messages whose take-over by this process's sweep was learnt from the row
         self.taken_over = 0  # messages another process took from this one while it worked on them
         # When the lease this process holds of each message it claimed or took runs out, as far as it
         # knows (claim, take-over, renewal): it may send an answer kept only in the journal until then.
@@ -400,10 +407,32 @@ class Dispatcher:
     async def _taken_here(self, key: Key, epoch: int) -> bool:
         """A write of the message at ``epoch`` was refused: whether this process's own sweep took the
         message over meanwhile (its lease ran out under the run), so the write is to be made again at
-        the epoch held now. The refusal can come back before the take-over's result: waited for."""
+        the epoch held now. The refusal can come back before the take-over's result: waited for.
+        And the result can be lost (the take-over committed, its reply never came): the row says who
+        took it, and an epoch this process took is adopted here."""
         if self._takings:
             await asyncio.wait(set(self._takings))
-        return key in self._epochs and self._epochs[key] != epoch
+        if key in self._epochs and self._epochs[key] != epoch:
+            return True
+        held = await self.db.lease_holder(*key)
+        if held is None or held.owner != self.owner or held.epoch == epoch:
+            return False
+        log.warning(
+            "message %s:%s was taken over by this process's sweep, whose result was lost; its writes go on"
+            " at epoch %d", *key, held.epoch,
+        )  # fmt: skip
+        self.adopted += 1
+        self._hold(key, held.epoch, held.until)
+        return True
+
+    def _hold(self, key: Key, epoch: int, until: datetime | None) -> None:
+        """This process's sweep took the message over at ``epoch``, its lease running to ``until``."""
+        self._epochs[key] = epoch
+        if until is not None:
+            self._leases[key] = until
+        if key in self._journaled:  # its answer waits for the database here: at the new epoch
+            assert self.journal is not None
+            self.journal.put(key, epoch, *self._journaled[key])
 
     def _taken_over(self, key: tuple[str, str]) -> None:
         """Forget a message another process took over: its answer here was paid for (the ledger
@@ -640,17 +669,12 @@ class Dispatcher:
         taking = asyncio.get_running_loop().create_future()
         self._takings.add(taking)
         try:
-            taken = await deps.db.lease_open(now, self.lease_s)
+            taken = await deps.db.lease_open(now, self.lease_s, owner=self.owner)
             items = [item for item in taken if item.channel in self.repliers]
             for item in items:
-                key = (item.channel, item.message_id)
                 # Taken at a new epoch: a run of it still going here (its lease ran out under it)
                 # writes with this one, and the process it was taken from is fenced off.
-                self._epochs[key] = item.epoch
-                self._leases[key] = now + timedelta(seconds=self.lease_s)
-                if key in self._journaled:  # its answer waits for the database here: at the new epoch
-                    assert self.journal is not None
-                    self.journal.put(key, item.epoch, *self._journaled[key])
+                self._hold((item.channel, item.message_id), item.epoch, now + timedelta(seconds=self.lease_s))
         finally:
             self._takings.discard(taking)
             taking.set_result(None)
