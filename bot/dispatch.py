@@ -97,8 +97,10 @@ class Dispatcher:
         # can come back before its result does (``_taken_here``).
         self._takings: set[asyncio.Future[None]] = set()
         # This process's name on the rows its sweep takes over: a take-over whose result was lost
-        # (the commit ran, the reply never came) is found by it (``_taken_here``).
+        # (the commit ran, the reply never came) is found by it (``_taken_here``), and so are the
+        # messages it took that no run here works on: the next sweep runs them (``resume``).
         self.owner = uuid.uuid4().hex
+        self._lost_taking: datetime | None = None  # when a take-over failed, its result unknown
         self.adopted = 0  # messages whose take-over by this process's sweep was learnt from the row
         self.taken_over = 0  # messages another process took from this one while it worked on them
         # When the lease this process holds of each message it claimed or took runs out, as far as it
@@ -661,20 +663,36 @@ class Dispatcher:
     async def resume(self) -> int:
         """Take over messages whose lease ran out: re-run those with no answer yet, re-send those
         answered, except those the hot store says were sent (``_note_sent``). Each is taken by one
-        process only. The first time, what a crash left in the journal is written before."""
+        process only. The first time, what a crash left in the journal is written before. After a
+        take-over that failed, the messages it may have taken (the commit ran, its reply never
+        came) are found by this process's mark and run too, rather than a lease later."""
         deps = self.pipeline.deps
         if not self._recovered:
             await self._recover()
         now = deps.clock()
+        lease = timedelta(seconds=self.lease_s)
         taking = asyncio.get_running_loop().create_future()
         self._takings.add(taking)
         try:
-            taken = await deps.db.lease_open(now, self.lease_s, owner=self.owner)
-            items = [item for item in taken if item.channel in self.repliers]
+            try:
+                taken = await deps.db.lease_open(now, self.lease_s, owner=self.owner)
+            except Exception:
+                self._lost_taking = self._lost_taking or now
+                raise
+            leases = {(item.channel, item.message_id): (item, now + lease) for item in taken}
+            if self._lost_taking is not None:
+                # One with a run still going here is left to it: its refused write finds the epoch.
+                held, busy = await deps.db.open_inbox(owner=self.owner), leases.keys() | self._working
+                found = [i for i in held if (i.channel, i.message_id) not in busy]
+                if found:
+                    log.warning("%d messages a take-over whose result was lost took are run now", len(found))
+                leases |= {(i.channel, i.message_id): (i, self._lost_taking + lease) for i in found}
+                self._lost_taking = None
+            items = [item for item, _ in leases.values() if item.channel in self.repliers]
             for item in items:
                 # Taken at a new epoch: a run of it still going here (its lease ran out under it)
                 # writes with this one, and the process it was taken from is fenced off.
-                self._hold((item.channel, item.message_id), item.epoch, now + timedelta(seconds=self.lease_s))
+                self._hold((item.channel, item.message_id), item.epoch, leases[item.channel, item.message_id][1])
         finally:
             self._takings.discard(taking)
             taking.set_result(None)
@@ -693,7 +711,7 @@ class Dispatcher:
                 item.channel, p["chat_id"], p["user_id"], item.message_id, p["text"], p.get("kind", "text")
             )
             self.spawn(self.run(inbound, replies))
-        return len(taken)
+        return len(leases)
 
     async def _recover(self) -> None:
         """Write the answers a crash of this process left in its journal, before any message is

@@ -157,8 +157,10 @@ class Database(Protocol):
         is the caller's, all in one write where the store can: whether each is the caller's."""
         ...
 
-    async def open_inbox(self) -> list[InboxItem]:
-        """Messages not done, oldest first: what a crash left unfinished."""
+    async def open_inbox(self, owner: str | None = None) -> list[InboxItem]:
+        """Messages not done, oldest first, with their epochs: what a crash left unfinished. With
+        ``owner``, only those whose lease that owner's take-over holds (``lease_open``): what a
+        take-over whose result was lost took."""
         ...
 
     async def get_quota(self, user_key: str) -> Quota | None: ...

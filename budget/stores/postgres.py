@@ -581,14 +581,17 @@ class PostgresDatabase:
             list(channels), list(ids), list(times),
         )  # fmt: skip
 
-    async def open_inbox(self) -> list[InboxItem]:
+    async def open_inbox(self, owner: str | None = None) -> list[InboxItem]:
         pool = await self._conn_pool()
         rows = await pool.fetch(
-            f"select channel, message_id, payload, reply from {self.s}inbox where status <> 'done' order by received_at"
-        )
+            f"select channel, message_id, payload, reply, lease_epoch from {self.s}inbox where status <> 'done'"
+            " and ($1::text is null or lease_owner = $1) order by received_at",
+            owner,
+        )  # fmt: skip
         return [
             InboxItem(
-                r["channel"], r["message_id"], json.loads(r["payload"]), json.loads(r["reply"]) if r["reply"] else None
+                r["channel"], r["message_id"], json.loads(r["payload"]), json.loads(r["reply"]) if r["reply"] else None,
+                r["lease_epoch"],
             )
             for r in rows
         ]

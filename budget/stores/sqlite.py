@@ -364,11 +364,13 @@ class SQLiteDatabase:
             self._db.execute("rollback")
             raise
 
-    async def open_inbox(self) -> list[InboxItem]:
+    async def open_inbox(self, owner: str | None = None) -> list[InboxItem]:
         rows = self._db.execute(
-            "select channel, message_id, payload, reply from inbox where status <> 'done' order by received_at"
+            "select channel, message_id, payload, reply, lease_epoch from inbox where status <> 'done'"
+            " and (? is null or lease_owner = ?) order by received_at",
+            (owner, owner),
         ).fetchall()
-        return [InboxItem(c, m, json.loads(p), json.loads(r) if r else None) for c, m, p, r in rows]
+        return [InboxItem(c, m, json.loads(p), json.loads(r) if r else None, e) for c, m, p, r, e in rows]
 
     async def get_quota(self, user_key: str) -> Quota | None:
         row = self._db.execute(

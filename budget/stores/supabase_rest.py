@@ -395,13 +395,15 @@ class SupabaseDatabase:
             marks = [{"channel": c, "message_id": m, "at": at.isoformat()} for c, m, at in sent]
             await self._rpc("pennybot_finish_inbox", {"p_sent": marks})
 
-    async def open_inbox(self) -> list[InboxItem]:
+    async def open_inbox(self, owner: str | None = None) -> list[InboxItem]:
         def build() -> Any:
-            query = self._table("inbox").select("channel,message_id,payload,reply").neq("status", "done")
+            query = self._table("inbox").select("channel,message_id,payload,reply,lease_epoch").neq("status", "done")
+            if owner is not None:
+                query = query.eq("lease_owner", owner)
             return query.order("received_at").order("channel").order("message_id")
 
         rows = await self._pages("open_inbox", build, keyset=False)
-        return [InboxItem(r["channel"], r["message_id"], r["payload"], r["reply"]) for r in rows]
+        return [InboxItem(r["channel"], r["message_id"], r["payload"], r["reply"], r["lease_epoch"]) for r in rows]
 
     async def get_quota(self, user_key: str) -> Quota | None:
         columns = "daily_usd::text,monthly_usd::text,daily_tokens,monthly_tokens"

@@ -197,6 +197,56 @@ async def test_a_write_refused_because_this_processs_own_sweep_took_the_message_
     assert len(replier.sent) == 1 and dispatcher._epochs == {} and dispatcher._takings == set()
 
 
+async def test_messages_a_take_over_whose_result_was_lost_took_are_run_by_the_next_sweep(
+    make_bot: Any, inbox_url: str, tmp_path: Path
+) -> None:
+    # A process died with two messages claimed; this process's sweep takes them over, and the
+    # take-over commits but its reply is lost (a wrapper raises after the real take-over: no proxy
+    # here can drop exactly the commit's reply). No run here works on them, so nothing else would
+    # find them: the next sweep reads the rows carrying this process's mark and runs them then, not
+    # a lease (60 s) later. A message another process holds, and one still leased, are left alone.
+    bot: Bot = await make_bot(database_url=inbox_url, outbox_path=tmp_path / "ob.db")
+    db = bot.deps.db
+    replier = Recording()
+    dead = Dispatcher(bot.pipeline, {"console": Recording()})  # claims and never runs: it died
+    for mid in ("m-1", "m-2"):
+        assert await dead.claim(Inbound("console", mid, mid, mid, f"question {mid}"))
+    bot.clock.advance(seconds=61)  # INBOX_LEASE_S=60: the dead process's leases ran out
+    assert await dead.claim(Inbound("console", "m-3", "m-3", "m-3", "question m-3"))  # leased still
+    dispatcher = Dispatcher(bot.pipeline, {"console": replier})
+    lease_open = db.lease_open
+
+    async def lost(*args: Any, **kwargs: Any) -> Any:
+        await lease_open(*args, **kwargs)
+        raise ConnectionResetError("connection lost before the commit's reply")
+
+    db.lease_open = lost
+    with pytest.raises(ConnectionResetError):
+        await dispatcher.resume()
+    db.lease_open = lease_open
+    for mid in ("m-1", "m-2"):
+        assert (await db.lease_holder("console", mid)).owner == dispatcher.owner  # taken, and not known
+    other = Dispatcher(bot.pipeline, {"console": Recording()})
+    bot.clock.advance(seconds=30)
+    assert await dispatcher.resume() == 2  # at once: the take-over's lease has 30 s left
+    assert await dispatcher.drain(5) == 0
+    await dispatcher.marks_written()
+    assert sorted(m for m, _ in replier.sent) == ["m-1", "m-2"]
+    assert [i.message_id for i in await db.open_inbox()] == ["m-3"]
+    assert dispatcher.taken_over == 0 and dispatcher._epochs == {}
+    # The next sweeps take nothing more: m-3 is another process's once its lease runs out.
+    assert await dispatcher.resume() == 0
+    bot.clock.advance(seconds=31)
+    assert await other.resume() == 1 and await dispatcher.resume() == 0
+    assert await other.drain(5) == 0
+    await other.marks_written()
+    now = bot.clock.now
+    await bot.deps.recorder.flush()
+    rows = await db.requests(now - timedelta(days=1), now + timedelta(days=1))
+    assert sorted(r.message_id for r in rows) == ["m-1", "m-2", "m-3"]  # one call each
+    assert len(replier.sent) == 2 and await db.open_inbox() == []
+
+
 async def test_replies_are_stored_before_they_are_sent_and_done_only_after(make_bot: Any) -> None:
     # Why answer_inbox and finish_inbox stay two writes around the send: one write before it would
     # lose the replies in a crash before the send; one after it would pay again after a crash

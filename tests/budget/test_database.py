@@ -210,12 +210,12 @@ async def test_a_message_taken_over_fences_off_its_old_owner(db: Database) -> No
     assert await db.renew_lease("telegram", "42", late, lease_s=60, epoch=1) is True
     a = Exchange("telegram:1", (("user", "q", 1, 1), ("assistant", "from A", 2, 1)), T0)
     assert await db.answer_inbox("telegram", "42", ["from A"], a) is False  # A must not send
-    assert await db.open_inbox() == [InboxItem("telegram", "42", {"text": "q"}, None)]
+    assert await db.open_inbox() == [InboxItem("telegram", "42", {"text": "q"}, None, 1)]
     assert (await db.conversation("telegram:1")).turns == []
     b = Exchange("telegram:1", (("user", "q", 1, 1), ("assistant", "from B", 2, 1)), T0)
     assert await db.answer_inbox("telegram", "42", ["from B"], b, epoch=1) is True
     assert await db.answer_inbox("telegram", "42", ["from A"], a) is False
-    assert await db.open_inbox() == [InboxItem("telegram", "42", {"text": "q"}, ["from B"])]
+    assert await db.open_inbox() == [InboxItem("telegram", "42", {"text": "q"}, ["from B"], 1)]
     assert [t.content for t in (await db.conversation("telegram:1")).turns] == ["q", "from B"]
     # B's lease runs out in turn (B died after storing): C takes it at epoch 2, with B's replies.
     assert await db.lease_open(late + timedelta(seconds=59), lease_s=60) == []
@@ -234,16 +234,24 @@ async def test_a_take_over_marks_its_owner_so_a_taker_whose_reply_was_lost_finds
     # Process P's sweep takes it over; say the commit's reply never reached P: the row knows.
     assert len(await db.lease_open(T0 + timedelta(seconds=61), lease_s=60, owner="p")) == 1
     assert await db.lease_holder("telegram", "42") == Lease(1, "p", T0 + timedelta(seconds=121))
+    # And the open messages P's take-overs hold, for P to run without waiting for the lease.
+    assert await db.claim_inbox("telegram", "44", "telegram:2", {"text": "r"}, T0 + timedelta(seconds=62), lease_s=120)
+    assert await db.open_inbox(owner="p") == [InboxItem("telegram", "42", {"text": "q"}, None, 1)]
+    assert [i.message_id for i in await db.open_inbox()] == ["42", "44"]
+    assert await db.open_inbox(owner="q") == []
     assert await db.renew_lease("telegram", "42", T0 + timedelta(seconds=70), lease_s=60, epoch=1) is True
     assert await db.lease_holder("telegram", "42") == Lease(1, "p", T0 + timedelta(seconds=130))
     # Q takes it next: its mark replaces P's, with the epoch.
     [taken] = await db.lease_open(T0 + timedelta(seconds=131), lease_s=60, owner="q")
     assert taken.epoch == 2
     assert await db.lease_holder("telegram", "42") == Lease(2, "q", T0 + timedelta(seconds=191))
+    assert await db.open_inbox(owner="p") == []
     assert await db.answer_inbox("telegram", "42", ["a"], None, epoch=2) is True
+    assert await db.open_inbox(owner="q") == [InboxItem("telegram", "42", {"text": "q"}, ["a"], 2)]
     assert await db.lease_holder("telegram", "42") == Lease(2, "q", T0 + timedelta(seconds=191))  # answered, not done
     await db.finish_inbox([("telegram", "42", T0 + timedelta(seconds=140))])
     assert await db.lease_holder("telegram", "42") is None  # done: nobody's to hold
+    assert await db.open_inbox(owner="q") == []
 
 
 async def test_many_answers_and_the_done_marks_of_those_sent_are_stored_in_one_write(db: Database) -> None:
@@ -267,14 +275,14 @@ async def test_many_answers_and_the_done_marks_of_those_sent_are_stored_in_one_w
     ]
     assert await db.store_answers(answers) == [True, True, True, False, False]
     assert sorted(await db.open_inbox(), key=lambda i: i.message_id) == [
-        InboxItem("telegram", "2", {"text": "2"}, ["two"]), InboxItem("telegram", "4", {"text": "4"}, None)
+        InboxItem("telegram", "2", {"text": "2"}, ["two"], 1), InboxItem("telegram", "4", {"text": "4"}, None, 1)
     ]  # fmt: skip
     for user, contents in (("telegram:1", ["q", "one"]), ("telegram:2", ["q", "two"]), ("telegram:4", [])):
         assert [t.content for t in (await db.conversation(user)).turns] == contents
     # Written again (its commit's reply was lost): nothing twice; message 2, sent since, is done now.
     again = [answers[0], Answer("telegram", "2", ["two"], exchange("telegram:2", "two"), 1, done)]
     assert await db.store_answers(again) == [True, True]
-    assert await db.open_inbox() == [InboxItem("telegram", "4", {"text": "4"}, None)]
+    assert await db.open_inbox() == [InboxItem("telegram", "4", {"text": "4"}, None, 1)]
     assert len((await db.conversation("telegram:1")).turns) == len((await db.conversation("telegram:2")).turns) == 2
     assert await db.store_answers([]) == []
 

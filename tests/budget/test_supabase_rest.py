@@ -311,6 +311,7 @@ async def test_each_method_sends_exactly_these_requests(
         InboxItem("telegram", "42", {"text": "hi"}, ["hello"], 1)
     ]
     assert await store.lease_holder("telegram", "42") == Lease(1, "p-1", T0 + timedelta(seconds=151))
+    assert await store.open_inbox(owner="p-1") == [InboxItem("telegram", "42", {"text": "hi"}, ["hello"], 1)]
     await store.finish_inbox([("telegram", "42", T0)])
     assert await store.open_inbox() == []
     claims = [Claim("telegram", mid, "telegram:1", {"text": mid}, T0) for mid in ("42", "43")]
@@ -427,13 +428,21 @@ async def test_each_method_sends_exactly_these_requests(
             None, None,
         ),
         (
+            "GET", "inbox",
+            [
+                ("select", "channel,message_id,payload,reply,lease_epoch"), ("status", "neq.done"),
+                ("lease_owner", "eq.p-1"), ("order", "received_at.asc,channel.asc,message_id.asc"), ("limit", "1000"),
+            ],
+            None, None,
+        ),
+        (
             "POST", "rpc/pennybot_finish_inbox", [], None,
             {"p_sent": [{"channel": "telegram", "message_id": "42", "at": iso}]},
         ),
         (
             "GET", "inbox",
             [
-                ("select", "channel,message_id,payload,reply"), ("status", "neq.done"),
+                ("select", "channel,message_id,payload,reply,lease_epoch"), ("status", "neq.done"),
                 ("order", "received_at.asc,channel.asc,message_id.asc"), ("limit", "1000"),
             ],
             None, None,
