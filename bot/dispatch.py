@@ -29,7 +29,7 @@ from bot.pipeline import Pipeline
 from bot.stages import asks_ai, fold_after_reply, inbox_payload
 from bot.turn import Inbound, Once, Turn
 from budget.journal import Journal, Key
-from budget.records import Answer, Claim, Conversation, Exchange, Landing
+from budget.records import Answer, Claim, Conversation, Exchange, InboxItem, Landing
 
 log = logging.getLogger("pennybot.dispatch")
 
@@ -100,7 +100,7 @@ class Dispatcher:
         # (the commit ran, the reply never came) is found by it (``_taken_here``), and so are the
         # messages it took that no run here works on: the next sweep runs them (``resume``).
         self.owner = uuid.uuid4().hex
-        self._lost_taking: datetime | None = None  # when a take-over failed, its result unknown
+        self._lost_taking = False  # a take-over failed, its result unknown
         self.adopted = 0  # messages whose take-over by this process's sweep was learnt from the row
         self.taken_over = 0  # messages another process took from this one while it worked on them
         # When the lease this process holds of each message it claimed or took runs out, as far as it
@@ -677,17 +677,21 @@ class Dispatcher:
             try:
                 taken = await deps.db.lease_open(now, self.lease_s, owner=self.owner)
             except Exception:
-                self._lost_taking = self._lost_taking or now
+                self._lost_taking = True
                 raise
-            leases = {(item.channel, item.message_id): (item, now + lease) for item in taken}
-            if self._lost_taking is not None:
+            leases: dict[Key, tuple[InboxItem, datetime | None]] = {
+                (item.channel, item.message_id): (item, now + lease) for item in taken
+            }
+            if self._lost_taking:
                 # One with a run still going here is left to it: its refused write finds the epoch.
+                # Their lease's end is not known here: their answers go to the database before they
+                # are sent, fenced by the epoch, never from the journal alone (``_holds``).
                 held, busy = await deps.db.open_inbox(owner=self.owner), leases.keys() | self._working
                 found = [i for i in held if (i.channel, i.message_id) not in busy]
                 if found:
                     log.warning("%d messages a take-over whose result was lost took are run now", len(found))
-                leases |= {(i.channel, i.message_id): (i, self._lost_taking + lease) for i in found}
-                self._lost_taking = None
+                leases |= {(i.channel, i.message_id): (i, None) for i in found}
+                self._lost_taking = False
             items = [item for item, _ in leases.values() if item.channel in self.repliers]
             for item in items:
                 # Taken at a new epoch: a run of it still going here (its lease ran out under it)
