@@ -670,33 +670,35 @@ class Dispatcher:
         if not self._recovered:
             await self._recover()
         now = deps.clock()
-        lease = timedelta(seconds=self.lease_s)
         taking = asyncio.get_running_loop().create_future()
         self._takings.add(taking)
+        found: list[InboxItem] = []
         try:
             try:
                 taken = await deps.db.lease_open(now, self.lease_s, owner=self.owner)
             except Exception:
                 self._lost_taking = True
                 raise
-            leases: dict[Key, tuple[InboxItem, datetime | None]] = {
-                (item.channel, item.message_id): (item, now + lease) for item in taken
-            }
+            items = [item for item in taken if item.channel in self.repliers]
+            for item in items:
+                # Taken at a new epoch: a run of it still going here (its lease ran out under it)
+                # writes with this one, and the process it was taken from is fenced off.
+                self._hold((item.channel, item.message_id), item.epoch, now + timedelta(seconds=self.lease_s))
             if self._lost_taking:
                 # One with a run still going here is left to it: its refused write finds the epoch.
                 # Their lease's end is not known here: their answers go to the database before they
                 # are sent, fenced by the epoch, never from the journal alone (``_holds``).
-                held, busy = await deps.db.open_inbox(owner=self.owner), leases.keys() | self._working
-                found = [i for i in held if (i.channel, i.message_id) not in busy]
+                busy = {(i.channel, i.message_id) for i in taken} | self._working
+                found = [
+                    i for i in await deps.db.open_inbox(owner=self.owner)
+                    if (i.channel, i.message_id) not in busy and i.channel in self.repliers
+                ]  # fmt: skip
                 if found:
                     log.warning("%d messages a take-over whose result was lost took are run now", len(found))
-                leases |= {(i.channel, i.message_id): (i, None) for i in found}
+                for item in found:
+                    self._hold((item.channel, item.message_id), item.epoch, None)
+                items += found
                 self._lost_taking = False
-            items = [item for item, _ in leases.values() if item.channel in self.repliers]
-            for item in items:
-                # Taken at a new epoch: a run of it still going here (its lease ran out under it)
-                # writes with this one, and the process it was taken from is fenced off.
-                self._hold((item.channel, item.message_id), item.epoch, leases[item.channel, item.message_id][1])
         finally:
             self._takings.discard(taking)
             taking.set_result(None)
@@ -715,7 +717,7 @@ class Dispatcher:
                 item.channel, p["chat_id"], p["user_id"], item.message_id, p["text"], p.get("kind", "text")
             )
             self.spawn(self.run(inbound, replies))
-        return len(leases)
+        return len(taken) + len(found)
 
     async def _recover(self) -> None:
         """Write the answers a crash of this process left in its journal, before any message is
