@@ -188,19 +188,64 @@ class Dispatcher:
         return True
 
     async def _mine(self, key: Key) -> bool:
-        """Whether the database gave this process the message (``Landing.MINE``), once its claim is
-        written there: for a run that could not check the hot store. Another's claim, answered or
-        not, is left to it (or to a sweep, once its lease runs out)."""
+        """Whether the database gave this process the message, once its claim is written there: for
+        a run that could not check Redis's once-key (out of reach, or the hot store on its
+        fallback). Its claim must be the first written (``Landing.MINE``), and it must win the row
+        (``_won``): a process that reached Redis may have won the once-key with a claim written
+        later (``_decide``). Another's claim, answered or not, is left to it (or to a sweep, once
+        its lease runs out)."""
         landing = self._landings.get(key)
         if landing is None:  # forgotten here (taken over meanwhile)
             return False
         self._write_soon()
         try:
             async with asyncio.timeout(self.lease_s / 3):
-                return await asyncio.shield(landing) is Landing.MINE
+                if await asyncio.shield(landing) is not Landing.MINE:
+                    return False
         except TimeoutError:  # the database is down too: a sweep answers it once its claim is in
             log.warning("message %s:%s not checked for a redelivery; left to the sweep", *key)
             return False
+        return await self._won(key)
+
+    async def _decide(self, key: Key) -> bool:
+        """Whether a run that won the message's once-key in Redis answers it: yes if its claim was
+        the first written to the database (``Landing.MINE``); if another's was (a redelivery to a
+        process that lost the once-key, or to one that could not see it and goes by the database:
+        ``_mine``), only if it wins the row (``_won``), which that process must win too. Its claim
+        was written in the background, long before the model answered, except where the model is
+        instant: waited for then. While the database is failing it goes on (a process that goes
+        by the database cannot win the row then either)."""
+        landing = self._landings.get(key)
+        if landing is None:  # forgotten here (taken over meanwhile): its writes are fenced by the epoch
+            return True
+        if not landing.done():
+            if self.mark_failures:
+                return True
+            self._write_soon()
+            try:
+                async with asyncio.timeout(self.lease_s / 3):
+                    await asyncio.shield(landing)
+            except TimeoutError:
+                return True
+        landed = landing.result()
+        return landed is Landing.MINE or (landed is Landing.PENDING and await self._won(key))
+
+    async def _decided(self, key: Key) -> bool | None:
+        """``_decide``, if the claim's write has answered (None: not yet)."""
+        landing = self._landings.get(key)
+        return await self._decide(key) if landing is None or landing.done() else None
+
+    async def _won(self, key: Key) -> bool:
+        """Whether this process wins the row of a message two processes may each think theirs
+        (``Database.decide_inbox``); if the database cannot say, the message is left to a sweep."""
+        try:
+            won: bool = await self.db.decide_inbox(*key, self.owner)
+        except Exception as error:
+            log.warning("message %s:%s not decided (%s); left to the sweep", *key, type(error).__name__)
+            return False
+        if not won:
+            log.info("message %s:%s is another process's: its claim was first, and it won the row", *key)
+        return won
 
     async def _conversation(self, user: str) -> Conversation:
         """The user's conversation, for a message claimed here (no claim read it), with every exchange
@@ -284,7 +329,7 @@ class Dispatcher:
                 known_at = None
                 if key in self._unchecked:
                     self._unchecked.discard(key)
-                    once = Once(seen_key(*key), SEEN_TTL_S, lambda: self._mine(key))
+                    once = Once(seen_key(*key), SEEN_TTL_S, lambda: self._mine(key), lambda: self._decided(key))
                     if asks_ai(inbound):
                         read, known, known_at = await self._known(user)
                 elif read is None and user in self._unstored_users:
@@ -296,7 +341,7 @@ class Dispatcher:
                         )
                 finally:
                     self._read.pop(user, None)  # read before this answer: stale now
-                if turn.repeated or self._answered_elsewhere(key):
+                if turn.repeated or self._answered_elsewhere(key) or (turn.once_won and not await self._decide(key)):
                     self._redelivered(key)
                     return
                 self._copied(turn, known)

@@ -10,7 +10,7 @@ from bot import commands, metrics
 from bot.calls import Outcome, call_chain, exempt, record_attempt, release_held
 from bot.conversations import changed
 from bot.jobs import rate_limited_key_at
-from bot.turn import Deps, Inbound, Next, Turn
+from bot.turn import Deps, Inbound, Next, Once, Turn
 from budget.cache import CachedAnswer
 from budget.complexity import Complexity, classify
 from budget.context import extractive_summary, turns_to_fold
@@ -68,16 +68,29 @@ def _duplicate(turn: Turn) -> Turn:
 
 async def _repeated(turn: Turn, *, hot_down: bool = False) -> bool:
     """Whether another claim of the message came first, in any process: the once-key set on its own
-    (a message with no rate-limit round trip to ride in), or, if the hot store is out of reach, the
-    database's word (``Once.mine``)."""
+    (a message with no rate-limit round trip to ride in), or, if the hot store is out of reach or
+    cannot tell every process's keys (``HotStore.once``), the database's word (``Once.mine``)."""
     assert turn.once is not None
     once, turn.once = turn.once, None
     if not hot_down:
         try:
-            return not await turn.deps.hot.set_once(once.key, once.ttl_s)
+            first = await turn.deps.hot.once(once.key, once.ttl_s)
         except Exception as error:
             turn.deps.log.warning("redelivery unchecked by the hot store (%s): the database says", type(error).__name__)
+        else:
+            if first is not None:
+                return not (first and await _won(turn, once))
     return not await once.mine()
+
+
+async def _won(turn: Turn, once: Once) -> bool:
+    """The message's once-key was set by this run: whether the message is its own. A process that
+    could not see the key goes by the database's claim, so where the claim's write has answered
+    that another's came first, the row decides now, before any model is paid; else the dispatcher
+    asks before the answer is kept or sent (``turn.once_won``)."""
+    decided = await once.decided()
+    turn.once_won = decided is None
+    return decided is not False
 
 
 async def _register(turn: Turn) -> None:
@@ -131,6 +144,8 @@ async def rate_limit(turn: Turn, next: Next) -> Turn:
         return _duplicate(turn)
     wait = wait or await _hit_and_read(turn)
     if turn.repeated:
+        if turn.held is not None:  # reserved in the round trip that set the once-key
+            await release_held(turn)
         return _duplicate(turn)
     if wait:
         turn.deps.refusals.add(rate_limited_key_at(turn.now, turn.deps.calendar.tz))  # the rate_limited alert's
@@ -166,9 +181,8 @@ async def _hit_and_read(turn: Turn) -> int:
         _known_at(turn, None)
         turn.repeated = turn.once is not None and await _repeated(turn, hot_down=True)
         return 0
-    turn.once = None
     if read.repeated:
-        turn.repeated = True
+        turn.once, turn.repeated = None, True
         return 0
     turn.counters = read.values[: len(keys)]
     turn.warned = frozenset(k for k, v in zip(flags, read.values[len(keys) : len(keys) + len(flags)], strict=True) if v)
@@ -176,7 +190,12 @@ async def _hit_and_read(turn: Turn) -> int:
         _known_at(turn, read.values[-1])
     turn.peeked = {tier: (key, raw) for (tier, key), raw in zip(peeks.items(), read.peeked, strict=True)}
     turn.held = planned if read.reserved else None
-    return int(read.wait)
+    if read.unchecked:  # the hot store in use cannot tell every process's once-keys
+        turn.repeated = await _repeated(turn, hot_down=True)
+    elif turn.once is not None:
+        set_here, turn.once = turn.once, None
+        turn.repeated = not await _won(turn, set_here)
+    return 0 if turn.repeated else int(read.wait)
 
 
 def _known_at(turn: Turn, version: int | None) -> None:

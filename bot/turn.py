@@ -51,11 +51,15 @@ class Once:
     """A webhook's message claimed on this host only (bot.dispatch): the first step that reaches the
     hot store sets ``key`` for ``ttl_s`` if no process did, else the message is a redelivery another
     process (or this one) has, and it is dropped. ``mine``: the database's word instead, for when
-    the hot store cannot be reached (it waits for the claim's write)."""
+    the hot store cannot be reached or cannot tell every process's keys (it waits for the claim's
+    write). ``decided``: for a run that set the key, whether the message is still its own (a
+    process cut off from Redis goes by the database), if the claim's write has answered yet (None:
+    not yet, asked again before the answer is kept or sent: ``Turn.once_won``)."""
 
     key: str
     ttl_s: int
     mine: Callable[[], Awaitable[bool]]
+    decided: Callable[[], Awaitable[bool | None]]
 
 
 @dataclass(slots=True)
@@ -100,6 +104,9 @@ class Turn:
     claimed: bool = False  # stored in the inbox already, by the webhook that received it
     once: Once | None = None  # claimed on this host only: to be checked against every process's claims
     repeated: bool = False  # a redelivery (``once``): dropped, no reply
+    # ``once`` was set by this message in the hot store: a process that could not reach it may hold
+    # the database's claim, so the run asks before its answer is kept or sent (bot.dispatch).
+    once_won: bool = False
     # The conversation came from this process's copy, at this version (its key, the version): the
     # rate limit's round trip reads the version, and a different one means it is read again.
     known_at: tuple[str, int | None] | None = None

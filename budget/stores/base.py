@@ -36,14 +36,16 @@ class Admit:
 
 class HitRead(NamedTuple):
     """What ``hit_and_get`` answers: the wait (0.0: allowed), the counters read, the cache entries
-    peeked at, whether the ``Admit`` reservation was made, and whether the ``once`` key was there
-    already (a repeat: nothing else was done)."""
+    peeked at, whether the ``Admit`` reservation was made, whether the ``once`` key was there
+    already (a repeat: nothing else was done), and whether ``once`` went unchecked (the store in use
+    cannot tell every process's: ``HotStore.once``)."""
 
     wait: float
     values: list[int | None]
     peeked: list[str | None]
     reserved: bool = False
     repeated: bool = False
+    unchecked: bool = False
 
 
 class HotStore(Protocol):
@@ -119,7 +121,8 @@ class HotStore(Protocol):
         the call is a repeat and nothing else happens: no rate-limit event is counted, no counter
         read, no entry peeked at, nothing reserved; the answer is ``HitRead(0.0, [], [], False,
         True)``. Else (set now, or by this very call's first try, which the client retried after
-        a lost reply) everything goes on as without it (``repeated`` False)."""
+        a lost reply) everything goes on as without it (``repeated`` False). A store that answers
+        ``once`` with None leaves it out here too (``unchecked`` True)."""
         ...
 
     async def cache_get(self, key: str, now: float, counts: tuple[str, str] | None = None) -> str | None:
@@ -149,6 +152,12 @@ class HotStore(Protocol):
     async def set_once(self, key: str, ttl_s: int) -> bool:
         """True the first time a key is set within its lifetime (warn once per period), and for that
         call's own retry by the client after a lost reply (Redis tells it by a token per call)."""
+        ...
+
+    async def once(self, key: str, ttl_s: int) -> bool | None:
+        """``set_once`` for a message's once-key (``hit_and_get``'s ``once``, on its own), or None
+        where the store in use cannot tell every process's: the failover store on its fallback,
+        which processes that still reach Redis do not use. The caller then asks the database."""
         ...
 
     async def aclose(self) -> None: ...

@@ -137,6 +137,16 @@ class Database(Protocol):
         when; None if there is no such message or it is done."""
         ...
 
+    async def decide_inbox(self, channel: str, message_id: str, owner: str) -> bool:
+        """Give a message claimed from a journal (``land_claims``) to ``owner``, unless another owner
+        has it: True if ``owner`` has it now (a retry of a won call wins again). Only while it is
+        pending at epoch 0 and its row came from a journal claim (``"by"`` in its payload): a
+        message claimed straight in the database belongs to that claimant, and a taken-over one to
+        its taker. For two processes that may both think the message theirs (one won Redis's
+        once-key, the other could not ask Redis and has the database's claim): whichever wins this
+        answers (bot.dispatch). Marks the row with ``owner`` (``lease_owner``, at epoch 0)."""
+        ...
+
     async def answer_inbox(
         self, channel: str, message_id: str, replies: Sequence[str], exchange: Exchange | None = None, epoch: int = 0
     ) -> bool:
@@ -159,8 +169,8 @@ class Database(Protocol):
 
     async def open_inbox(self, owner: str | None = None) -> list[InboxItem]:
         """Messages not done, oldest first, with their epochs: what a crash left unfinished. With
-        ``owner``, only those whose lease that owner's take-over holds (``lease_open``): what a
-        take-over whose result was lost took."""
+        ``owner``, only those whose lease that owner's take-over holds (``lease_open``: epoch 1 or
+        more): what a take-over whose result was lost took."""
         ...
 
     async def get_quota(self, user_key: str) -> Quota | None: ...

@@ -23,9 +23,11 @@ a) Counters written on the fallback during an outage are stale on the primary wh
    fallback are named with it, so the next outage starts from fresh ones, seeded from the ledger.
 b) A settle goes to the store in use. For a reservation made on the other store it adds only the
    actual amounts there, and the other store's hold goes when it expires or with (a).
-c) The rate limiter, the cache, warn-once flags, ``hit_and_get``'s once-keys and plain counters
-   follow the store in use (cache hit and miss counts written on the fallback are counters of the
-   outage: deleted with (a); a once-key set on one store is not seen on the other).
+c) The rate limiter, the cache, warn-once flags and plain counters follow the store in use (cache
+   hit and miss counts written on the fallback are counters of the outage: deleted with (a)). A
+   message's once-key (``once``, ``hit_and_get``'s ``once``) is checked on the primary only: set on
+   the fallback it would not be seen by processes still on Redis, so there it goes unchecked (None,
+   ``HitRead.unchecked``) and the caller asks the database (bot.dispatch).
 d) Both stores failing raises ``StoresUnavailable``; for ``retry_after_s`` after that, calls raise
    it at once instead of waiting on two dead servers.
 
@@ -200,8 +202,7 @@ class _Open:
 class FailoverHotStore:
     """A HotStore on ``primary`` while it answers, on ``fallback`` while it does not."""
 
-    # The primary's, Redis's: on the fallback, during an outage, ``once`` costs a statement, and
-    # a flag set on one store is not seen on the other after a switch.
+    # The primary's, Redis's: on the fallback, during an outage, ``once`` goes unchecked (c).
     dedupes = True
 
     def __init__(
@@ -453,15 +454,16 @@ class FailoverHotStore:
         async def on(i: int) -> HitRead:
             # The reservation rides along only on the primary with nothing to carry: otherwise
             # reserve's own steps come first (e, f, h), and the caller reserves as usual. ``once``
-            # goes as it is, named as set_once names it (c): a flag, not a counter of the outage.
+            # goes to the primary only (c).
             ride = admit if admit is not None and i == 0 and not self._elsewhere(i) else None
             if ride is not None and len(self._open) > 256:
                 self._drop_expired(now)
             named = [self._k(i, k) for k in keys]
-            read = await self.stores[i].hit_and_get(key, limit, window_s, now, named, peeks, ride, once=once)
+            checked = once if i == 0 else None
+            read = await self.stores[i].hit_and_get(key, limit, window_s, now, named, peeks, ride, once=checked)
             if ride is not None and read.reserved:
                 self._opened(ride.reservation_id, ride.holds, ride.ttl_s, now, i)
-            return read._replace(values=self._read(read.values))
+            return read._replace(values=self._read(read.values), unchecked=once is not None and checked is None)
 
         return await self._run(on)
 
@@ -659,6 +661,12 @@ class FailoverHotStore:
 
     async def set_once(self, key: str, ttl_s: int) -> bool:
         return await self._run(lambda i: self.stores[i].set_once(key, ttl_s))
+
+    async def once(self, key: str, ttl_s: int) -> bool | None:
+        async def on(i: int) -> bool | None:
+            return await self.stores[i].once(key, ttl_s) if i == 0 else None  # (c)
+
+        return await self._run(on)
 
     async def aclose(self) -> None:
         for store in self.stores:

@@ -162,5 +162,8 @@ class MemoryHotStore:
         self._counters[key] = 1
         return True
 
+    async def once(self, key: str, ttl_s: int) -> bool | None:
+        return await self.set_once(key, ttl_s)
+
     async def aclose(self) -> None:
         return None

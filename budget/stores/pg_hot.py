@@ -433,6 +433,9 @@ class PostgresHotStore:
         )  # fmt: skip
         return bool(first)
 
+    async def once(self, key: str, ttl_s: int) -> bool | None:
+        return await self.set_once(key, ttl_s)
+
     async def delete(self, keys: Sequence[str]) -> None:
         """Forget counters, and every open reservation's hold on them: a counter seeded again from
         the ledger must never be lowered later by a hold it did not count."""

@@ -536,6 +536,11 @@ class PostgresDatabase:
         )  # fmt: skip
         return None if row is None else Lease(row["lease_epoch"], row["lease_owner"], row["lease_until"])
 
+    async def decide_inbox(self, channel: str, message_id: str, owner: str) -> bool:
+        pool = await self._conn_pool()
+        decided = await pool.fetchval(f"select {self.s}pennybot_decide_inbox($1, $2, $3)", channel, message_id, owner)
+        return bool(decided)
+
     async def answer_inbox(
         self, channel: str, message_id: str, replies: Sequence[str], exchange: Exchange | None = None, epoch: int = 0
     ) -> bool:
@@ -585,7 +590,7 @@ class PostgresDatabase:
         pool = await self._conn_pool()
         rows = await pool.fetch(
             f"select channel, message_id, payload, reply, lease_epoch from {self.s}inbox where status <> 'done'"
-            " and ($1::text is null or lease_owner = $1) order by received_at",
+            " and ($1::text is null or lease_owner = $1 and lease_epoch > 0) order by received_at",
             owner,
         )  # fmt: skip
         return [

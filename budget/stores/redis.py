@@ -312,5 +312,8 @@ class RedisHotStore:
         held = await self.redis.set(self._k(key), token, nx=True, get=True, ex=max(1, int(ttl_s)))
         return held is None or held == token
 
+    async def once(self, key: str, ttl_s: int) -> bool | None:
+        return await self.set_once(key, ttl_s)
+
     async def aclose(self) -> None:
         await self.redis.aclose()  # from_pool gave the client the pool: this closes its connections too

@@ -327,6 +327,15 @@ class SQLiteDatabase:
         ).fetchone()
         return None if row is None else Lease(row[0], row[1], datetime.fromisoformat(row[2]) if row[2] else None)
 
+    async def decide_inbox(self, channel: str, message_id: str, owner: str) -> bool:
+        cur = self._db.execute(
+            "update inbox set lease_owner = ? where channel = ? and message_id = ? and lease_epoch = 0"
+            " and status = 'pending' and json_extract(payload, '$.by') is not null"
+            " and (lease_owner is null or lease_owner = ?)",
+            (owner, channel, message_id, owner),
+        )
+        return cur.rowcount == 1
+
     async def answer_inbox(
         self, channel: str, message_id: str, replies: Sequence[str], exchange: Exchange | None = None, epoch: int = 0
     ) -> bool:
@@ -367,7 +376,7 @@ class SQLiteDatabase:
     async def open_inbox(self, owner: str | None = None) -> list[InboxItem]:
         rows = self._db.execute(
             "select channel, message_id, payload, reply, lease_epoch from inbox where status <> 'done'"
-            " and (? is null or lease_owner = ?) order by received_at",
+            " and (? is null or lease_owner = ? and lease_epoch > 0) order by received_at",
             (owner, owner),
         ).fetchall()
         return [InboxItem(c, m, json.loads(p), json.loads(r) if r else None, e) for c, m, p, r, e in rows]

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from supabase import AsyncClient
 
 # The newest migration whose functions this store calls (pennybot_schema_version() returns it).
-SCHEMA_VERSION = 20261124000200
+SCHEMA_VERSION = 20261124000300
 # Supabase caps every read at the project's "Max rows" (1000 unless changed): pages stay within it.
 PAGE_SIZE = 1000
 _AI_SELECT = (
@@ -362,6 +362,10 @@ class SupabaseDatabase:
         until = rows[0]["lease_until"]
         return Lease(rows[0]["lease_epoch"], rows[0]["lease_owner"], datetime.fromisoformat(until) if until else None)
 
+    async def decide_inbox(self, channel: str, message_id: str, owner: str) -> bool:
+        params = {"p_channel": channel, "p_message_id": message_id, "p_owner": owner}
+        return await self._rpc("pennybot_decide_inbox", params) is True
+
     async def answer_inbox(
         self, channel: str, message_id: str, replies: Sequence[str], exchange: Exchange | None = None, epoch: int = 0
     ) -> bool:
@@ -399,7 +403,7 @@ class SupabaseDatabase:
         def build() -> Any:
             query = self._table("inbox").select("channel,message_id,payload,reply,lease_epoch").neq("status", "done")
             if owner is not None:
-                query = query.eq("lease_owner", owner)
+                query = query.eq("lease_owner", owner).gt("lease_epoch", 0)
             return query.order("received_at").order("channel").order("message_id")
 
         rows = await self._pages("open_inbox", build, keyset=False)

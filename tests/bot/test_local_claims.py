@@ -5,6 +5,7 @@ and still one reply a message, nothing lost across a crash, and the database's w
 is out of reach. Real Postgres and Redis throughout."""
 
 import asyncio
+import socket
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
@@ -140,7 +141,7 @@ async def test_with_redis_out_of_reach_the_database_tells_a_redelivery(
 
     a = Dispatcher(bot.pipeline, {"console": Recording()}, Journal(tmp_path / "a.db"))
     b = Dispatcher(bot.pipeline, {"console": Recording()}, Journal(tmp_path / "b.db"))
-    hot.hit_and_get = hot.set_once = down  # type: ignore[method-assign]
+    hot.hit_and_get = hot.set_once = hot.once = down  # type: ignore[method-assign]
     first, second = Inbound("console", "u", "u", "m-1", "a question"), Inbound("console", "u", "u", "m-2", "", "photo")
     for inbound in (first, second):
         assert await a.claim(inbound)
@@ -390,3 +391,112 @@ async def test_a_redelivery_the_database_names_during_the_run_is_not_sent(
     await b_bot.deps.recorder.flush()  # B's row goes through B's own outbox
     assert sorted(await paid(bot)) == ["m-1", "m-1"]
     assert len((await bot.deps.db.conversation("console:u")).turns) == 2
+
+
+def dead_redis_url(redis_url: str) -> str:
+    """``redis_url`` with a port nothing listens on: a process cut off from Redis (its hot store
+    fails over to Postgres), while the others reach it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return redis_url.replace("127.0.0.1:6379", f"127.0.0.1:{port}")
+
+
+async def two_sides(make_bot: Any, pg_redis: dict[str, str], tmp_path: Path, **settings: Any) -> tuple[Bot, Bot]:
+    """Two processes: A reaches Redis; B does not (its hot store runs on the Postgres fallback), so
+    the once-keys A sets in Redis are never seen by B."""
+    a_bot: Bot = await make_bot(**pg_redis, outbox_path=tmp_path / "ob-a.db", **settings)
+    b_bot: Bot = await make_bot(
+        database_url=pg_redis["database_url"], redis_url=dead_redis_url(pg_redis["redis_url"]),
+        outbox_path=tmp_path / "ob-b.db", **settings,
+    )  # fmt: skip
+    return a_bot, b_bot
+
+
+async def sent_by(*dispatchers: Dispatcher) -> list[list[str]]:
+    for d in dispatchers:
+        assert await d.drain(5) == 0
+    return [sorted(m for m, _ in d.repliers["console"].sent) for d in dispatchers]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("landed_first", "runs"),
+    [("on_redis", "together"), ("on_fallback", "on_redis_first"), ("on_fallback", "on_fallback_first")],
+)
+async def test_an_update_delivered_to_a_process_on_redis_and_one_on_the_fallback_is_answered_once(
+    make_bot: Any, pg_redis: dict[str, str], tmp_path: Path, landed_first: str, runs: str
+) -> None:
+    # The inbox row decides: the first claim written there is its claimant's (Landing.MINE), and
+    # where two runs could each think the message theirs (A won the once-key, B's claim came first)
+    # the one that wins the row (decide_inbox) answers; the other is dropped before its model call
+    # (both claims were written by then). One reply and one model call a message, for a question
+    # and a photo (a reply with no model), whichever claim was written first and whichever runs first.
+    a_bot, b_bot = await two_sides(make_bot, pg_redis, tmp_path)
+    a = Dispatcher(a_bot.pipeline, {"console": Recording()}, Journal(tmp_path / "a.db"))
+    b = Dispatcher(b_bot.pipeline, {"console": Recording()}, Journal(tmp_path / "b.db"))
+    messages = [Inbound("console", "u", "u", "m-1", "a question"), Inbound("console", "v", "v", "m-2", "", "photo")]
+    first, second = (a, b) if landed_first == "on_redis" else (b, a)
+    for d in (first, second):
+        for inbound in messages:
+            assert await d.claim(inbound)
+        await d.marks_written()
+    if runs == "together":
+        await asyncio.gather(*(d.run(m) for m in messages for d in (a, b)))
+    else:
+        for d in (a, b) if runs == "on_redis_first" else (b, a):
+            for inbound in messages:
+                await d.run(inbound)
+    answered = await sent_by(a, b)
+    # The claim written first answers when its process runs first or won the once-key; else the
+    # process that runs first wins the row.
+    winner = 0 if landed_first == "on_redis" or runs == "on_redis_first" else 1
+    assert answered[winner] == ["m-1", "m-2"] and answered[1 - winner] == [], answered
+    await b_bot.deps.recorder.flush()
+    assert await paid(a_bot) == ["m-1"]  # one model call
+    assert await a_bot.deps.db.open_inbox() == []
+    assert len((await a_bot.deps.db.conversation("console:u")).turns) == 2
+
+
+async def test_a_run_on_redis_whose_claim_is_written_during_its_model_call_asks_the_row_before_it_sends(
+    make_bot: Any, pg_redis: dict[str, str], tmp_path: Path
+) -> None:
+    # B (cut off from Redis) claimed the message first, won the row and is waiting for its model.
+    # A won the once-key in Redis, but its claim's write answers only while its own model call
+    # runs (pending: B's): the row, B's, is asked before A keeps or sends anything. A's call is paid
+    # (the ledger has both calls), its answer neither stored nor sent.
+    a_bot, b_bot = await two_sides(make_bot, pg_redis, tmp_path, simulated_latency_ms=200)
+    a = Dispatcher(a_bot.pipeline, {"console": Recording()}, Journal(tmp_path / "a.db"))
+    b = Dispatcher(b_bot.pipeline, {"console": Recording()}, Journal(tmp_path / "b.db"))
+    inbound = Inbound("console", "u", "u", "m-1", "a question")
+    assert await b.claim(inbound)
+    await b.marks_written()
+    decided, decide = asyncio.Event(), b_bot.deps.db.decide_inbox
+
+    async def deciding(*args: Any, **kwargs: Any) -> Any:
+        won = await decide(*args, **kwargs)
+        decided.set()
+        return won
+
+    b_bot.deps.db.decide_inbox = deciding
+    b_run = asyncio.create_task(b.run(inbound))
+    async with asyncio.timeout(5):
+        await decided.wait()  # B won the row; its model call is under way
+    gate, land = asyncio.Event(), a_bot.deps.db.land_claims
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        await gate.wait()
+        return await land(*args, **kwargs)
+
+    a_bot.deps.db.land_claims = held
+    spy = Spy(a_bot.deps.db, "decide_inbox", "store_answers", "answer_inbox")
+    assert await a.claim(inbound)
+    run = asyncio.create_task(a.run(inbound))
+    await asyncio.sleep(0.05)  # A's model call is under way
+    gate.set()
+    await asyncio.gather(run, b_run)
+    assert await sent_by(a, b) == [[], ["m-1"]]
+    assert spy.calls == ["decide_inbox"]  # refused: B had the row
+    await b_bot.deps.recorder.flush()
+    await a_bot.deps.recorder.flush()
+    assert await paid(a_bot) == ["m-1", "m-1"]
+    assert len((await a_bot.deps.db.conversation("console:u")).turns) == 2

@@ -331,6 +331,32 @@ async def test_a_claim_landing_after_another_claimants_says_how_far_that_one_got
     assert await db.land_claims(claims[5:], "host-a", T0, 60) == [Landing.ANSWERED]
 
 
+async def test_a_message_two_processes_may_each_think_theirs_is_given_to_one(db: Database) -> None:
+    # 1 and 2 claimed from host A's journal; 3 claimed straight in the database (a webhook, no
+    # journal); 4 from the journal and answered; 5 from the journal and taken over.
+    claims = [Claim("telegram", mid, f"telegram:{mid}", {"text": mid}, T0) for mid in ("1", "2", "4")]
+    assert await db.land_claims(claims, "host-a", T0, 60) == [Landing.MINE] * 3
+    assert await db.claim_inbox("telegram", "3", "telegram:3", {"text": "3"}, T0)
+    assert await db.answer_inbox("telegram", "4", ["four"]) is True
+    late = Claim("telegram", "5", "telegram:5", {"text": "5"}, T0)
+    assert await db.land_claims([late], "host-a", T0 - timedelta(seconds=120), 60) == [Landing.MINE]
+    assert [i.message_id for i in await db.lease_open(T0, lease_s=60, owner="r")] == ["5"]
+    # The first to ask gets it, a retry of its call too; the other process never does.
+    assert await db.decide_inbox("telegram", "1", "p") is True
+    assert await db.decide_inbox("telegram", "1", "q") is False
+    assert await db.decide_inbox("telegram", "1", "p") is True
+    assert await db.lease_holder("telegram", "1") == Lease(0, "p", T0 + timedelta(seconds=60))
+    assert await db.open_inbox(owner="p") == []  # a decided claim is no take-over of p's
+    assert await db.decide_inbox("telegram", "2", "q") is True
+    # Not for a message claimed straight in the database (its claimant's), one answered, one
+    # taken over (its taker's), or one that is not there.
+    for mid in ("3", "4", "5", "6"):
+        assert await db.decide_inbox("telegram", mid, "p") is False, mid
+    # The winner's answer is stored as any other at epoch 0; then nobody wins it.
+    assert await db.answer_inbox("telegram", "1", ["one"]) is True
+    assert await db.decide_inbox("telegram", "1", "p") is False
+
+
 @pytest.mark.parametrize("made_before", ["fencing", "owners"])
 async def test_a_sqlite_file_from_before_the_fencing_or_the_owners_gets_its_columns(
     tmp_path: Path, made_before: str

@@ -471,7 +471,7 @@ async def test_a_reservation_made_with_the_rate_limit_is_settled_like_any_other(
         await hot.aclose()
 
 
-async def test_a_once_key_rides_with_the_rate_limit_on_the_store_in_use(
+async def test_a_once_key_rides_with_the_rate_limit_on_redis_and_goes_unchecked_on_the_fallback(
     redis_server: ThrowawayRedis, pg_url: str
 ) -> None:
     hot = failover(redis_server.url, pg_url)
@@ -490,12 +490,19 @@ async def test_a_once_key_rides_with_the_rate_limit_on_the_store_in_use(
         assert again == HitRead(0.0, [], [], False, True)
         assert (await hot.get_counters([USER]), hot._open) == ([100], {})  # no hold
         assert await hot.hit("pb:{u2}:rl", 1, 60, now=2) == 0.0  # the repeat counted no event
+        other = "pb:{inbox}:seen:telegram:2"
+        assert (await hot.once(seen, 60), await hot.once(other, 60), await hot.once(other, 60)) == (False, True, False)
         redis_server.stop()
-        # On Postgres now: a flag set on Redis is not seen there (rule c), and is set there, by its name.
+        # On Postgres now: a key set there would not be seen by processes still on Redis, so none is
+        # checked or set (rule c): unchecked, every time, and the caller asks the database.
         read = await hot.hit_and_get("pb:{u1}:rl", 1, 60, 3, [USER], once=(seen, 60))
-        assert (read.wait, read.repeated, hot.using) == (0.0, False, 1)
-        assert await pg.get_counters([seen]) == [1]
-        assert (await hot.hit_and_get("pb:{u1}:rl", 1, 60, 4, [USER], once=(seen, 60))).repeated
+        assert (read.wait, read.values, read.repeated, read.unchecked, hot.using) == (0.0, [None], False, True, 1)
+        fresh = "pb:{inbox}:seen:telegram:3"
+        read = await hot.hit_and_get("pb:{u1}:rl", 1, 60, 4, [USER], once=(fresh, 60))
+        assert (read.repeated, read.unchecked) == (False, True)
+        assert (await hot.once(fresh, 60), await hot.once(fresh, 60)) == (None, None)
+        assert await pg.get_counters([seen, fresh]) == [None, None]
+        assert (await hot.hit_and_get("pb:{u1}:rl", 1, 60, 5, [USER])).unchecked is False  # no once, nothing unchecked
     finally:
         await hot.aclose()
         await direct.aclose()

@@ -133,13 +133,13 @@ async def test_a_rate_limit_hit_reads_counters_in_the_same_step(hot: HotStore) -
     await hot.seed_counter("pb:{u}:usd:month:2026-11", 1_500, 3600)
     keys = ["pb:{u}:usd:month:2026-11", "pb:{global}:usd:month:2026-11"]
     limiter = RateLimiter(hot, per_minute=2)
-    assert await limiter.wait_time_and_read("u", 0.0, keys) == (0, [1_500, None], [], False, False)
-    assert await limiter.wait_time_and_read("u", 10.0, keys) == (0, [1_500, None], [], False, False)
+    assert await limiter.wait_time_and_read("u", 0.0, keys) == (0, [1_500, None], [], False, False, False)
+    assert await limiter.wait_time_and_read("u", 10.0, keys) == (0, [1_500, None], [], False, False, False)
     await hot.seed_counter("pb:{global}:usd:month:2026-11", 7, 3600)
     # over the limit: not counted, and the counters are read all the same
-    assert await limiter.wait_time_and_read("u", 20.0, keys) == (40, [1_500, 7], [], False, False)
+    assert await limiter.wait_time_and_read("u", 20.0, keys) == (40, [1_500, 7], [], False, False, False)
     # the first event left the window
-    assert await limiter.wait_time_and_read("u", 60.0, []) == (0, [], [], False, False)
+    assert await limiter.wait_time_and_read("u", 60.0, []) == (0, [], [], False, False, False)
     assert await limiter.wait_time("u", 60.0) == 10  # the same log as wait_time's
 
 
@@ -148,9 +148,10 @@ async def test_a_rate_limit_hit_peeks_at_cache_entries_without_counting_them(hot
     await hot.cache_put("pb:{cache}:a:1", "one", 100, 10, now=0)
     await hot.cache_put("pb:{cache}:a:2", "two", 5, 10, now=0)
     peeks = ["pb:{cache}:a:1", "pb:{cache}:a:2", "pb:{cache}:a:3"]
-    assert await limiter.wait_time_and_read("u", 1.0, [], peeks) == (0, [], ["one", "two", None], False, False)
+    assert await limiter.wait_time_and_read("u", 1.0, [], peeks) == (0, [], ["one", "two", None], False, False, False)
     # the rate limit refuses; the entries are read all the same, "two" has expired at 5
-    assert await limiter.wait_time_and_read("u", 5.0, ["c"], peeks) == (56, [None], ["one", None, None], False, False)
+    read = await limiter.wait_time_and_read("u", 5.0, ["c"], peeks)
+    assert read == (56, [None], ["one", None, None], False, False, False)
     assert await hot.get_counters(["pb:{cache}:hits", "pb:{cache}:misses"]) == [None, None]
     assert await hot.cache_size(now=1) == 2  # a peek neither removes nor counts
 

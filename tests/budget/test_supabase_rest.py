@@ -50,6 +50,7 @@ FUNCTIONS = [
     " p_turns jsonb, p_now timestamp with time zone)",
     "pennybot_claim_inbox(p_channel text, p_message_id text, p_user_key text, p_payload jsonb,"
     " p_now timestamp with time zone, p_lease_until timestamp with time zone)",
+    "pennybot_decide_inbox(p_channel text, p_message_id text, p_owner text)",
     "pennybot_fees(p_start timestamp with time zone, p_end timestamp with time zone)",
     "pennybot_finish_inbox(p_sent jsonb)",
     "pennybot_fold(p_user_key text, p_turn_ids bigint[], p_content text, p_tokens integer, p_size integer,"
@@ -316,6 +317,7 @@ async def test_each_method_sends_exactly_these_requests(
     assert await store.open_inbox() == []
     claims = [Claim("telegram", mid, "telegram:1", {"text": mid}, T0) for mid in ("42", "43")]
     assert await store.land_claims(claims, "host-a", T0 + timedelta(seconds=5), 60) == [Landing.ANSWERED, Landing.MINE]
+    assert await store.decide_inbox("telegram", "43", "p-1") is True
     answer = Answer("telegram", "43", ["hey"], Exchange("telegram:1", [("user", "43", 2, 2)], T0), 0, T0)
     assert await store.store_answers([answer, Answer("telegram", "44", ["no"], None, 0, None)]) == [True, False]
 
@@ -431,7 +433,8 @@ async def test_each_method_sends_exactly_these_requests(
             "GET", "inbox",
             [
                 ("select", "channel,message_id,payload,reply,lease_epoch"), ("status", "neq.done"),
-                ("lease_owner", "eq.p-1"), ("order", "received_at.asc,channel.asc,message_id.asc"), ("limit", "1000"),
+                ("lease_owner", "eq.p-1"), ("lease_epoch", "gt.0"),
+                ("order", "received_at.asc,channel.asc,message_id.asc"), ("limit", "1000"),
             ],
             None, None,
         ),
@@ -459,6 +462,10 @@ async def test_each_method_sends_exactly_these_requests(
                 ],  # both in one request
                 "p_token": "host-a", "p_lease_until": "2026-11-10T12:01:05+00:00",
             },
+        ),
+        (
+            "POST", "rpc/pennybot_decide_inbox", [], None,
+            {"p_channel": "telegram", "p_message_id": "43", "p_owner": "p-1"},
         ),
         (
             "POST", "rpc/pennybot_store_answers", [], None,
