@@ -221,8 +221,7 @@ class Dispatcher:
         if not landing.done():
             if self.mark_failures:
                 return True
-            self._write_soon()
-            try:
+            try:  # its write is under way (``_write_marks`` runs while claims wait)
                 async with asyncio.timeout(self.lease_s / 3):
                     await asyncio.shield(landing)
             except TimeoutError:
@@ -517,10 +516,12 @@ class Dispatcher:
             while self._claims or self._journaled or self._marks or self._bump:
                 batch: dict[Key, datetime] = {}
                 try:
-                    if self._claims:
-                        await self._land()
+                    # Claims first, and again after each write: a run may wait for its claim's word
+                    # (``_decide``), never for more than the one write under way.
+                    await self._land_waiting()
                     if self._journaled:
                         await self._write_answers()
+                        await self._land_waiting()
                     batch = {key: at for key, at in self._marks.items() if key not in self._journaled}
                     if batch:
                         await self.db.finish_inbox([(channel, mid, at) for (channel, mid), at in batch.items()])
@@ -578,6 +579,10 @@ class Dispatcher:
         """Drop these messages' answers from the journal: the database has them, or they are not ours."""
         if self.journal is not None and keys:
             self.journal.drop(keys)
+
+    async def _land_waiting(self) -> None:
+        if self._claims:
+            await self._land()
 
     async def _land(self) -> None:
         """Write the messages claimed here to the database, in one call: each leased to this process
