@@ -198,14 +198,10 @@ class Dispatcher:
         if landing is None:  # forgotten here (taken over meanwhile)
             return False
         self._write_soon()
-        try:
-            async with asyncio.timeout(self.lease_s / 3):
-                if await asyncio.shield(landing) is not Landing.MINE:
-                    return False
-        except TimeoutError:  # the database is down too: a sweep answers it once its claim is in
+        landed = await self._heard(landing)
+        if landed is None:  # the database is down too: a sweep answers it once its claim is in
             log.warning("message %s:%s not checked for a redelivery; left to the sweep", *key)
-            return False
-        return await self._won(key)
+        return landed is Landing.MINE and await self._won(key)
 
     async def _decide(self, key: Key) -> bool:
         """Whether a run that won the message's once-key in Redis answers it: yes if its claim was
@@ -218,16 +214,18 @@ class Dispatcher:
         landing = self._landings.get(key)
         if landing is None:  # forgotten here (taken over meanwhile): its writes are fenced by the epoch
             return True
-        if not landing.done():
-            if self.mark_failures:
-                return True
-            try:  # its write is under way (``_write_marks`` runs while claims wait)
-                async with asyncio.timeout(self.lease_s / 3):
-                    await asyncio.shield(landing)
-            except TimeoutError:
-                return True
-        landed = landing.result()
-        return landed is Landing.MINE or (landed is Landing.PENDING and await self._won(key))
+        if not landing.done() and self.mark_failures:
+            return True
+        landed = await self._heard(landing)  # its write is under way (``_write_marks`` runs while claims wait)
+        return landed in (None, Landing.MINE) or (landed is Landing.PENDING and await self._won(key))
+
+    async def _heard(self, landing: asyncio.Future[Landing]) -> Landing | None:
+        """What the database said of a claim, waited for a third of the lease at most (None: nothing)."""
+        try:
+            async with asyncio.timeout(self.lease_s / 3):
+                return await asyncio.shield(landing)
+        except TimeoutError:
+            return None
 
     async def _decided(self, key: Key) -> bool | None:
         """``_decide``, if the claim's write has answered (None: not yet)."""
