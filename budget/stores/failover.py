@@ -73,18 +73,37 @@ j) A seed's sum has every call recorded before it, and a call is recorded before
    switch back counted twice (tests/budget/test_failover.py caught it in 25 runs of 30, once its
    ledger recorded the row before the settle as bot/calls.py does).
 
+And one store for all processes, so that a partition that cuts off only some of them does not
+split the budget in two:
+
+k) A process that cannot reach the primary says so on the fallback (``DOWN_KEY``: the outage's
+   epoch and the process's token), when it moves there and at each failed try of the primary,
+   kept ``2 * (retry_after_s + probe_timeout_s)``. A process on the primary reads that every
+   ``watch_s`` (in a task of its own, off the messages' path) and, when another process said it
+   for the current outage, moves to the fallback too, carrying its open reservations (f). Before
+   this, each side of such a partition counted only its own calls, for as long as it lasted. A
+   process that reaches the primary stays on the fallback while another's word stands (a new
+   process too): the last to say it goes back first, or anyone once it lapses, and the others
+   follow it (h). A process that finds the epoch moved (h) and cannot reach the primary either
+   takes up the current outage (its counters; its open holds on the past outage's counters are
+   carried there, f) and says so, instead of counting where nobody reads any more.
+
 Limits:
 
-- Processes fail over on their own: in a partition that cuts off only some of them, those use
-  Postgres while the others use Redis, each counting only its own calls (a process behind that
-  cannot reach the primary stays on the fallback: h). Another process's calls in flight at a
-  switch are not on the new store until they settle. And a reserve that read the epoch just
-  before another process moved it is checked against the outage's counters, which miss what was
-  reserved on the primary since: one round trip's window a process, where before (h) every
-  reserve until the process's own retry was in it. (A settle in that window is lost too, but the
-  seeds on the primary come after the move, so their sums have its call's row, recorded before
-  the settle began; unless the row is still in its process's outbox, the (j) case below.) Each
-  can let spend pass a limit a little.
+- A partition that cuts off only some processes is counted on one store only once the others
+  read the word (k): for up to ``watch_s`` (and the first call after an idle spell) the two sides
+  count apart, and a process on the primary settles there what the fallback's counters, seeded
+  from the ledger before its rows were in it, then miss. Another process's calls in flight at a
+  switch are not on the new store until they settle (its next reserve or settle carries them, f).
+  And a reserve that read the epoch just before another process moved it is checked against the
+  outage's counters, which miss what was reserved on the primary since: one round trip's window a
+  process, where before (h) every reserve until the process's own retry was in it. (A settle in
+  that window is lost too, but the seeds on the primary come after the move, so their sums have
+  its call's row, recorded before the settle began; unless the row is still in its process's
+  outbox, the (j) case below.) Each can let spend pass a limit a little: about one call a process.
+- The word (k) keeps every process on the fallback for up to ``2 * (retry_after_s +
+  probe_timeout_s)`` after the last process that said it stopped calling (it crashed, or has no
+  messages): the fallback is exact, only slower.
 - (e) once read the counters before each reserve and settle. Dropping that read (one Redis round
   trip fewer for each) first under-counted in the outage drill, 1 run in 6: the drill recorded
   each row after its settle, unlike bot/calls.py, so a seed read between the two missed a call
@@ -103,9 +122,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
-from contextvars import ContextVar
+from contextvars import Context, ContextVar
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -121,6 +142,11 @@ Deleter = Callable[[Sequence[str], "int | None"], Awaitable[bool]]
 PROBE_KEY = "pb:{failover}:probe"
 EPOCH_KEY = "pb:{failover}:epoch"  # on the fallback: the current outage's number
 CLEANED_KEY = "pb:{failover}:cleaned"  # on the primary: the last outage cleaned up there
+# On the fallback: the outage a process is on the fallback for because it cannot reach the primary,
+# and which process said so last (k): ``epoch << 32 | token``, kept a little longer than its retries.
+DOWN_KEY = "pb:{failover}:down"
+_TOKEN_MASK = 0xFFFFFFFF
+_PAST = 2  # a hold's store in ``_Open.at``: a past outage's counters on the fallback, carried like the other's (k)
 
 
 # (this store's id, its switch count) at this task's last counter read: a seed that follows it in
@@ -213,6 +239,7 @@ class FailoverHotStore:
         retry_after_s: float = 5.0,
         drain_timeout_s: float = 10.0,
         probe_timeout_s: float = 1.0,
+        watch_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.stores = (primary, fallback)
@@ -248,6 +275,14 @@ class FailoverHotStore:
         self._steady.set()
         self._lock = asyncio.Lock()
         self._announced = False  # the move to the fallback was logged
+        # Rule (k): this process's word on the fallback that it cannot reach the primary, how long it
+        # stands, and the watch for another's while on the primary.
+        self._token = secrets.randbits(32)
+        self._down_ttl_s = max(1, math.ceil(2 * (retry_after_s + probe_timeout_s)))
+        self._watch_s = watch_s
+        self._watch_at = float("-inf")
+        self._watching: asyncio.Task[None] | None = None
+        self._joined = False  # on the fallback only for another process's word
 
     # --- switching ---
 
@@ -255,8 +290,12 @@ class FailoverHotStore:
         if self._clock() < self._down_until:
             raise StoresUnavailable()
         await self._steady.wait()
+        if self.using == 0 and self._clock() >= self._watch_at:
+            self._watch()
         # The primary tried just now and not reached: a call that finds the epoch moved (h) stays.
+        # (Not when reached and stayed for another's word, k: that word may have just lapsed.)
         unreached = self.using == 1 and self._clock() >= self._retry_at and not await self._switch_back()
+        unreached = unreached and not self._joined
         first = self.using
         try:
             try:
@@ -306,23 +345,89 @@ class FailoverHotStore:
         async with self._lock:
             if self.using == 1:
                 return
-            self._epoch = await self._fallback_epoch()
-            self.using = 1
-            self._switches += 1
-            self._forget(1)
-            self._retry_at = self._clock() + self.retry_after_s
+            self._to_fallback(await self._fallback_epoch(), joined=False)
+            await self._say_down()
             self._announce(error)
+
+    def _to_fallback(self, epoch: int, *, joined: bool) -> None:
+        self._epoch = epoch
+        self.using = 1
+        self._switches += 1
+        self._forget(1)
+        self._retry_at = self._clock() + self.retry_after_s
+        self._joined = joined
 
     async def _fallback_epoch(self) -> int:
         return (await self.stores[1].get_counters([EPOCH_KEY]))[0] or 0
 
-    def _announce(self, error: BaseException) -> None:
+    def _announce(self, error: BaseException | str) -> None:
         if not self._announced:
             self._announced = True
+            why = error if isinstance(error, str) else f"unreachable ({_why(error)})"
             log.warning(
-                "%s unreachable (%s): budgets are checked on %s, the primary is tried again every %g s",
-                type(self.stores[0]).__name__, _why(error), type(self.stores[1]).__name__, self.retry_after_s,
+                "%s %s: budgets are checked on %s, the primary is tried again every %g s",
+                type(self.stores[0]).__name__, why, type(self.stores[1]).__name__, self.retry_after_s,
             )  # fmt: skip
+
+    # --- one store for all (k) ---
+
+    async def _say_down(self) -> None:
+        """Say on the fallback that this process cannot reach the primary, for the current outage (k)."""
+        if self._epoch is not None:
+            with contextlib.suppress(*self._errors):  # the fallback is down too: the calls find that out
+                word = self._epoch << 32 | self._token
+                await self.stores[1].set_counters({DOWN_KEY: word}, self._down_ttl_s)
+
+    async def _unsay(self) -> None:
+        """A process that said it cannot reach the primary stops (k): its word, if still the one that
+        stands, goes, so the others do not wait for it to lapse. (Another's said between the read and
+        the delete is said again with that process's next try.)"""
+        delete = getattr(self.stores[1], "delete", None)
+        try:
+            word = (await self.stores[1].get_counters([DOWN_KEY]))[0]
+            if callable(delete) and word is not None and word & _TOKEN_MASK == self._token:
+                await delete([DOWN_KEY])
+        except Exception as error:  # shutting down: it lapses on its own
+            log.debug("word on the fallback not taken back (%s)", type(error).__name__)
+
+    def _down_elsewhere(self, word: int | None, epoch: int | None) -> bool:
+        """Whether another process said it cannot reach the primary, in the current outage (k)."""
+        return word is not None and word >> 32 == (epoch or 0) and word & _TOKEN_MASK != self._token
+
+    def _watch(self) -> None:
+        """Look for another process's word (k) in a task of its own, at most every ``watch_s``: not
+        the message's work (its context is left behind)."""
+        self._watch_at = self._clock() + self._watch_s
+        if self._watching is None:
+            self._watching = asyncio.get_running_loop().create_task(self._join(), context=Context())
+
+    async def _join(self) -> None:
+        """Move to the fallback because another process is there, unable to reach the primary (k)."""
+        try:
+            async with self._lock:
+                if self.using == 1:
+                    return
+                word, epoch = await self.stores[1].get_counters([DOWN_KEY, EPOCH_KEY])
+                if self._down_elsewhere(word, epoch):
+                    self._to_fallback(epoch or 0, joined=True)
+                    self._announce("reached, but another process cannot reach it")
+        except self._errors:
+            pass  # the fallback cannot be read: nobody can be counting there
+        except Exception:
+            log.exception("the fallback's word on the primary not read")
+        finally:
+            self._watching = None
+
+    def _take_up(self, current: int) -> None:
+        """Behind (h) and the primary out of reach: count on the current outage's counters, where
+        the others will join, not on the past one's. Open holds there are carried over (f)."""
+        self._epoch = current
+        self._switches += 1
+        self._forget(1)
+        for held in self._open.values():
+            for key, (store, rid) in list(held.at.items()):
+                if store == 1:
+                    held.at[key] = (_PAST, rid)
 
     async def _switch_back(self, *, force: bool = False) -> bool:
         async with self._lock:
@@ -344,10 +449,13 @@ class FailoverHotStore:
         try:
             await asyncio.wait_for(self._fallback_idle.wait(), self._drain_timeout_s)
         except TimeoutError:
+            if not self._joined:
+                await self._say_down()  # still here: the word stands (k)
             return False
-        keys, current = set(self._written), None
+        keys, current, word = set(self._written), None, None
         with contextlib.suppress(*self._errors):  # the fallback is down too: only this process's keys are known
-            current = await self._fallback_epoch()
+            word, current = await self.stores[1].get_counters([DOWN_KEY, EPOCH_KEY])
+            current = current or 0
             listing = getattr(self.stores[1], "counter_keys", None)
             if callable(listing):
                 suffix = f"#{current if self._epoch is None else self._epoch}"
@@ -356,12 +464,23 @@ class FailoverHotStore:
         try:
             async with asyncio.timeout(self._probe_timeout_s):  # TimeoutError is an OSError
                 await self.stores[0].get_counters([PROBE_KEY])
+            if self._down_elsewhere(word, current):  # another process cannot reach it: stay with it (k)
+                self._joined = True
+                self._announce("reached, but another process cannot reach it")
+                return False
             if keys:
                 await self._delete(sorted(keys), None if epoch is None else epoch + 1)
         except self._errors as exc:
+            self._joined = False
+            if self._epoch is None:
+                self._epoch = current  # this process started while the primary was away
+            elif current is not None and current > self._epoch:
+                self._take_up(current)  # behind, and cannot follow (h): the current outage is ours too
+            await self._say_down()
             self._announce(exc)
             return False
         self.using = 0
+        self._joined = False
         self._switches += 1
         self._forget(0)
         self._written.clear()
@@ -669,6 +788,12 @@ class FailoverHotStore:
         return await self._run(on)
 
     async def aclose(self) -> None:
+        if self._watching is not None:
+            self._watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watching
+        if self.using == 1 and not self._joined:
+            await self._unsay()
         for store in self.stores:
             await store.aclose()
 

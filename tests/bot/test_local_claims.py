@@ -5,6 +5,7 @@ and still one reply a message, nothing lost across a crash, and the database's w
 is out of reach. Real Postgres and Redis throughout."""
 
 import asyncio
+import math
 import socket
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -20,6 +21,7 @@ from bot.dispatch import Dispatcher, seen_key
 from bot.turn import Inbound
 from budget.journal import Journal
 from budget.records import Conversation
+from budget.stores.failover import FailoverHotStore
 from tests.bot.test_dispatch import Recording, Spy
 from tests.budget.test_schema import drop as drop_schema
 from tests.conftest import Bot
@@ -402,10 +404,20 @@ def dead_redis_url(redis_url: str) -> str:
     return redis_url.replace("127.0.0.1:6379", f"127.0.0.1:{port}")
 
 
-async def two_sides(make_bot: Any, pg_redis: dict[str, str], tmp_path: Path, **settings: Any) -> tuple[Bot, Bot]:
+async def two_sides(
+    make_bot: Any, pg_redis: dict[str, str], tmp_path: Path, *, watching: bool = False, **settings: Any
+) -> tuple[Bot, Bot]:
     """Two processes: A reaches Redis; B does not (its hot store runs on the Postgres fallback), so
-    the once-keys A sets in Redis are never seen by B."""
+    the once-keys A sets in Redis are never seen by B. Unless ``watching``, A never reads B's word
+    that it cannot reach Redis (rule k in budget/stores/failover.py, once a second): these tests
+    hold the window before A moves its budget checks to Postgres too, for as long as they take."""
     a_bot: Bot = await make_bot(**pg_redis, outbox_path=tmp_path / "ob-a.db", **settings)
+    hot = a_bot.deps.hot
+    assert isinstance(hot, FailoverHotStore)
+    if not watching:
+        hot._watch_at = math.inf
+    await hot.get_counters(["pb:{u:v}:probe"])  # a process starts as after an outage: on Redis before B says a word
+    assert hot.using == 0
     b_bot: Bot = await make_bot(
         database_url=pg_redis["database_url"], redis_url=dead_redis_url(pg_redis["redis_url"]),
         outbox_path=tmp_path / "ob-b.db", **settings,
@@ -417,6 +429,37 @@ async def sent_by(*dispatchers: Dispatcher) -> list[list[str]]:
     for d in dispatchers:
         assert await d.drain(5) == 0
     return [sorted(m for m, _ in d.repliers["console"].sent) for d in dispatchers]  # type: ignore[attr-defined]
+
+
+async def test_a_process_on_redis_counts_on_postgres_too_once_a_process_cut_off_from_redis_says_so(
+    make_bot: Any, pg_redis: dict[str, str], tmp_path: Path
+) -> None:
+    # Rule (k), through the bots as built: B's first message moves it to Postgres, where it says it
+    # cannot reach Redis; A, on Redis, reads that within a second and moves its budget checks there
+    # too. From then on both go by the database for a redelivery (neither checks a once-key).
+    a_bot, b_bot = await two_sides(make_bot, pg_redis, tmp_path, watching=True)
+    a = Dispatcher(a_bot.pipeline, {"console": Recording()}, Journal(tmp_path / "a.db"))
+    b = Dispatcher(b_bot.pipeline, {"console": Recording()}, Journal(tmp_path / "b.db"))
+    hot, cut_off = a_bot.deps.hot, b_bot.deps.hot
+    assert isinstance(hot, FailoverHotStore) and isinstance(cut_off, FailoverHotStore)
+    first = Inbound("console", "u", "u", "m-1", "a question")
+    assert await b.claim(first)
+    await b.run(first)
+    assert cut_off.using == 1
+    async with asyncio.timeout(5):
+        while hot.using == 0:  # A's calls look for the word, at most once a second
+            await hot.get_counters(["pb:{u:v}:probe"])
+            await asyncio.sleep(0.05)
+    again = Inbound("console", "v", "v", "m-2", "another question")
+    for d in (a, b):
+        assert await d.claim(again)
+        await d.marks_written()
+    await asyncio.gather(a.run(again), b.run(again))
+    answered = await sent_by(a, b)
+    assert answered == [["m-2"], ["m-1"]]  # A's claim was written first: A's, by the database
+    await b_bot.deps.recorder.flush()
+    await a_bot.deps.recorder.flush()
+    assert sorted(await paid(a_bot)) == ["m-1", "m-2"]  # one model call each
 
 
 @pytest.mark.parametrize(

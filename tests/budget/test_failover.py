@@ -48,8 +48,26 @@ async def pg_url(pg_dsn: str) -> AsyncIterator[str]:
         yield url
 
 
-def failover(redis_url: str, pg_url: str) -> FailoverHotStore:
-    return FailoverHotStore(RedisHotStore(redis_url), PostgresHotStore(pg_url), retry_after_s=RETRY_S)
+def failover(redis_url: str, pg_url: str, *, retry_after_s: float = RETRY_S, watch_s: float = 1.0) -> FailoverHotStore:
+    return FailoverHotStore(
+        RedisHotStore(redis_url), PostgresHotStore(pg_url), retry_after_s=retry_after_s, watch_s=watch_s
+    )
+
+
+async def says_it_last(hot: FailoverHotStore) -> None:
+    """``hot`` tries the primary again and fails, after the others did: its word stands (rule k),
+    so it is the first back (a process that reaches the primary stays while another's word stands)."""
+    await asyncio.sleep(hot.retry_after_s)
+    await hot.get_counters([GLOBAL])
+    assert hot.using == 1
+
+
+async def joined(hot: FailoverHotStore) -> None:
+    """Calls on ``hot`` (on the primary) until its watch has read another process's word and moved it."""
+    async with asyncio.timeout(5):
+        while hot.using == 0:
+            await hot.get_counters([GLOBAL])
+            await asyncio.sleep(0.02)
 
 
 async def seeded(hot: FailoverHotStore, keys: list[str], value: int = 0) -> list[int | None]:
@@ -78,6 +96,7 @@ async def test_while_redis_is_down_300_reserves_from_two_processes_admit_exactly
         assert results.count(None) == limit // amount == 270
         assert set(results) == {None, USER}
         assert (a.using, b.using) == (1, 1)
+        await says_it_last(a)
         pg = PostgresHotStore(pg_url)
         assert await pg.get_counters([f"{USER}#0", f"{GLOBAL}#0"]) == [270 * amount] * 2  # outage 0's counters
         await pg.aclose()
@@ -142,6 +161,7 @@ async def test_the_first_process_back_cleans_up_and_the_others_follow_it_without
             await seeded(hot, [USER], value=50)
             assert await hot.reserve(f"r{id(hot)}", [Hold(USER, 10, 1000)], 600, now=0) is None
         assert (a.using, b.using) == (1, 1)
+        await says_it_last(a)
 
         await proxy.heal()
         await asyncio.sleep(RETRY_S)
@@ -171,6 +191,7 @@ async def outage_begins(redis_server: ThrowawayRedis, *processes: FailoverHotSto
     for hot in processes:
         assert await seeded(hot, [GLOBAL], value=100) == [100]
     assert [hot.using for hot in processes] == [1] * len(processes)
+    await says_it_last(processes[0])
 
 
 async def test_a_process_behind_reserves_and_settles_on_the_primary_not_on_the_outages_counters(
@@ -203,19 +224,18 @@ async def test_a_process_behind_reserves_and_settles_on_the_primary_not_on_the_o
 
 
 @pytest.mark.parametrize("retry_after_s", [RETRY_S, 60])
-async def test_a_process_behind_that_cannot_reach_the_primary_stays_on_the_fallback(
+async def test_a_process_behind_that_cannot_reach_the_primary_takes_up_the_current_outage_and_the_others_join_it(
     redis_server: ThrowawayRedis, pg_url: str, retry_after_s: float
 ) -> None:
-    # A partition that cuts off only b (see Limits): a is back on Redis and moved the epoch on; b's
-    # reserve finds that, cannot follow, and is made on Postgres as before, rather than failing.
-    # Each call tries Redis once: at its start when b's own retry is due, else when it finds the
-    # epoch moved (a partition that drops packets makes each try wait for its connect timeout).
+    # A partition that cuts off only b, after a full outage: a is back on Redis and moved the epoch
+    # on. b's reserve finds that (h) and cannot follow. It used to go on counting on the past
+    # outage's counters, which nobody reads, while a counted on Redis. Now it takes up the current
+    # outage and says so (k), and a joins it there. Each call tries Redis once: at its start when
+    # b's own retry is due, else when it finds the epoch moved.
     proxy = Partition(redis_server.port)
     await proxy.heal()
-    a = failover(redis_server.url, pg_url)
-    b = FailoverHotStore(
-        RedisHotStore(f"redis://127.0.0.1:{proxy.port}/0"), PostgresHotStore(pg_url), retry_after_s=retry_after_s
-    )
+    a = failover(redis_server.url, pg_url, watch_s=0.05)
+    b = failover(f"redis://127.0.0.1:{proxy.port}/0", pg_url, retry_after_s=retry_after_s, watch_s=0.05)
     tries = 0
     try_primary = b._try_primary
 
@@ -227,20 +247,84 @@ async def test_a_process_behind_that_cannot_reach_the_primary_stays_on_the_fallb
     b._try_primary = counted  # type: ignore[method-assign]
     try:
         await outage_begins(redis_server, a, b)
+        assert await b.reserve("rb", [Hold(GLOBAL, 50, 1000)], 600, now=0) is None  # outage 0, in flight
+        await says_it_last(a)  # b's reserve may have tried Redis again (its retry due): a is still the first back
         await proxy.cut()
         redis_server.start()
         await asyncio.sleep(RETRY_S)
         assert await seeded(a, [GLOBAL], value=100) == [100]
         assert (a.using, b.using) == (0, 1)
+        assert await PostgresHotStore(pg_url).get_counters([EPOCH_KEY]) == [1]
         tries = 0
-        assert await b.reserve("rb", [Hold(GLOBAL, 50, 1000)], 600, now=0) is None
-        assert b.using == 1
+        # Outage 1's counter is not seeded yet: refused until the meters are read (e).
+        assert await b.reserve("rb2", [Hold(GLOBAL, 20, 1000)], 600, now=0) == GLOBAL
+        assert b.using == 1 and tries == 1
+        assert await seeded(b, [GLOBAL], value=100) == [100]
+        # rb's hold is carried from outage 0's counter to outage 1's (f) before rb2 is admitted.
+        assert await b.reserve("rb2", [Hold(GLOBAL, 20, 1000)], 600, now=0) is None
+        assert await b.get_counters([GLOBAL]) == [170]
+        assert tries == 1
+
+        await joined(a)
+        assert await a.get_counters([GLOBAL]) == [170]  # b's counter: one store for both
+        assert await a.reserve("ra", [Hold(GLOBAL, 830, 1000)], 600, now=0) is None
+        assert await b.reserve("rb3", [Hold(GLOBAL, 1, 1000)], 600, now=0) == GLOBAL  # full, on both
         await b.settle("rb", {GLOBAL: 30})
-        assert b.using == 1
-        assert tries == 2
+        await b.settle("rb2", {GLOBAL: 20})
+        assert await a.get_counters([GLOBAL]) == [980]
+        # a reaches Redis, but stays while b's word stands.
+        assert not await a._switch_back(force=True)
+        assert a.using == 1
     finally:
         await a.aclose()
         await b.aclose()
+        await proxy.cut()
+
+
+async def test_a_process_cut_off_from_redis_takes_the_others_to_postgres_with_it(
+    redis_server: ThrowawayRedis, pg_url: str
+) -> None:
+    # Rule (k). A partition cuts off b alone from Redis. Before (k) b counted on Postgres and a on
+    # Redis, each only its own calls, for as long as the partition lasted: with 500 of the bot's
+    # 1,000 left, each admitted 13 more calls of 37 (26 in all, 962 over 1,000). Now a reads b's
+    # word within ``watch_s`` and counts on Postgres too.
+    proxy = Partition(redis_server.port)
+    await proxy.heal()
+    a = failover(redis_server.url, pg_url, watch_s=0.05)
+    b = failover(f"redis://127.0.0.1:{proxy.port}/0", pg_url, watch_s=0.05)
+    direct = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        for hot in (a, b):
+            assert await seeded(hot, [GLOBAL], value=500) == [500]
+        await proxy.cut()
+        assert await seeded(b, [GLOBAL], value=500) == [500]  # on Postgres, seeded from the ledger
+        assert (a.using, b.using) == (0, 1)
+
+        await joined(a)
+        assert await a.get_counters([GLOBAL]) == [500]  # b's counter, seeded by b
+        holds = [Hold(GLOBAL, 37, 1000)]
+        results = await asyncio.gather(*((a if i % 2 else b).reserve(f"r{i}", holds, 600, now=0) for i in range(40)))
+        assert results.count(None) == 500 // 37 == 13
+        assert await a.get_counters([GLOBAL]) == [500 + 13 * 37]
+        assert await direct.get(GLOBAL) == "500"  # Redis was left as it was
+
+        # b can reach Redis again: its word is the one that stands, so it goes back first and cleans
+        # up; a follows with its next reserve (h) and carries its open holds over.
+        await proxy.heal()
+        await asyncio.sleep(RETRY_S)
+        assert await b.get_counters([GLOBAL]) == [None]  # to be seeded from the ledger
+        assert b.using == 0
+        assert await PostgresHotStore(pg_url).get_counters([EPOCH_KEY]) == [1]
+        assert await seeded(b, [GLOBAL], value=500) == [500]
+        assert await a.reserve("ra", holds, 600, now=0) is None
+        assert a.using == 0
+        mine = sum(1 for i, r in enumerate(results) if r is None and i % 2)
+        assert await direct.get(GLOBAL) == str(500 + (mine + 1) * 37)  # a's open holds came along
+    finally:
+        await direct.aclose()
+        await a.aclose()
+        await b.aclose()
+        await proxy.cut()
 
 
 async def test_a_hung_redis_call_times_out_once_and_is_not_retried() -> None:
