@@ -424,7 +424,7 @@ async def shared_stores(request: pytest.FixtureRequest) -> AsyncIterator[dict[st
     dsn, schema = request.getfixturevalue("pg_dsn"), f"pb_{uuid.uuid4().hex[:10]}"
     async with redis_namespace() as redis_url:
         yield {"database_url": f"{dsn}?schema={schema}", "redis_url": redis_url}
-    drop_schema(dsn, schema)
+    await asyncio.to_thread(drop_schema, dsn, schema)
 
 
 async def test_replies_sent_before_a_long_database_outage_are_not_sent_again_by_another_process(

@@ -37,7 +37,7 @@ async def pg_redis(pg_dsn: str) -> AsyncIterator[dict[str, str]]:
     schema = f"pb_{uuid.uuid4().hex[:10]}"
     async with redis_namespace() as redis_url:
         yield {"database_url": f"{pg_dsn}?schema={schema}", "redis_url": redis_url}
-    drop_schema(pg_dsn, schema)
+    await asyncio.to_thread(drop_schema, pg_dsn, schema)
 
 
 async def paid(bot: Bot) -> list[str]:

@@ -63,7 +63,7 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
     if server:
         server.stop()
     if schema:
-        drop_schema(request.getfixturevalue("pg_dsn"), schema)
+        await asyncio.to_thread(drop_schema, request.getfixturevalue("pg_dsn"), schema)
 
 
 def row(rid: str, cost: str, user: str = "console:a", at: datetime = T0, **kw: object) -> AIRequest:

@@ -48,7 +48,12 @@ def apply(dsn: str, schema: str, times: int = 1) -> None:
 
 
 def drop(dsn: str, schema: str) -> None:
+    """Drop a test's schema. Called from an async fixture, run it in a thread (``asyncio.to_thread``):
+    a transaction a bot of the test left open on the loop must be able to finish, or this waits
+    on its locks for ever, the loop with it (seen after a failed assertion left a run mid-flight).
+    The lock timeout turns any such wait into an error."""
     with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("set lock_timeout = '15s'")
         conn.execute(f"drop schema if exists {schema} cascade")
 
 
