@@ -91,9 +91,11 @@ k) A process that cannot reach the primary says so on the fallback (``DOWN_KEY``
 Limits:
 
 - A partition that cuts off only some processes is counted on one store only once the others
-  read the word (k): for up to ``watch_s`` (and the first call after an idle spell) the two sides
-  count apart, and a process on the primary settles there what the fallback's counters, seeded
-  from the ledger before its rows were in it, then miss. Another process's calls in flight at a
+  read the word (k): for up to ``watch_s`` the two sides count apart (a call that comes after
+  ``watch_s`` with no look waits for one, so an idle process does not start on the wrong side).
+  What a process on the primary settles there meanwhile is missing from the fallback's counters
+  if they were seeded from the ledger before its rows were in it: up to ``watch_s`` of one
+  process's spend, until the outage ends and the counters are seeded again. Another process's calls in flight at a
   switch are not on the new store until they settle (its next reserve or settle carries them, f).
   And a reserve that read the epoch just before another process moved it is checked against the
   outage's counters, which miss what was reserved on the primary since: one round trip's window a
@@ -291,7 +293,11 @@ class FailoverHotStore:
             raise StoresUnavailable()
         await self._steady.wait()
         if self.using == 0 and self._clock() >= self._watch_at:
-            self._watch()
+            # Nobody looked for a while (this process was idle): this call waits for the look (k).
+            idle = self._clock() >= self._watch_at + self._watch_s
+            watching = self._watch()
+            if idle:
+                await asyncio.shield(watching)
         # The primary tried just now and not reached: a call that finds the epoch moved (h) stays.
         # (Not when reached and stayed for another's word, k: that word may have just lapsed.)
         unreached = self.using == 1 and self._clock() >= self._retry_at and not await self._switch_back()
@@ -394,12 +400,13 @@ class FailoverHotStore:
         """Whether another process said it cannot reach the primary, in the current outage (k)."""
         return word is not None and word >> 32 == (epoch or 0) and word & _TOKEN_MASK != self._token
 
-    def _watch(self) -> None:
+    def _watch(self) -> asyncio.Task[None]:
         """Look for another process's word (k) in a task of its own, at most every ``watch_s``: not
         the message's work (its context is left behind)."""
         self._watch_at = self._clock() + self._watch_s
         if self._watching is None:
             self._watching = asyncio.get_running_loop().create_task(self._join(), context=Context())
+        return self._watching
 
     async def _join(self) -> None:
         """Move to the fallback because another process is there, unable to reach the primary (k)."""

@@ -327,6 +327,32 @@ async def test_a_process_cut_off_from_redis_takes_the_others_to_postgres_with_it
         await proxy.cut()
 
 
+async def test_a_process_idle_while_another_was_cut_off_makes_its_next_call_on_postgres(
+    redis_server: ThrowawayRedis, pg_url: str
+) -> None:
+    # Rule (k): the look for another's word runs beside the calls while they come; a call after an
+    # idle spell (no look for over ``watch_s``) waits for it, so it is not made on Redis.
+    proxy = Partition(redis_server.port)
+    await proxy.heal()
+    a = failover(redis_server.url, pg_url, watch_s=0.05)
+    b = failover(f"redis://127.0.0.1:{proxy.port}/0", pg_url)
+    try:
+        for hot in (a, b):
+            assert await seeded(hot, [GLOBAL], value=500) == [500]
+        await proxy.cut()
+        assert await seeded(b, [GLOBAL], value=500) == [500]
+        await asyncio.sleep(0.2)  # a idle
+        # Made on Postgres, where a's reservation finds b's counter: on Redis it would be admitted
+        # against the counter b no longer adds to.
+        assert await a.reserve("ra", [Hold(GLOBAL, 37, 1000)], 600, now=0) is None
+        assert a.using == 1
+        assert await b.get_counters([GLOBAL]) == [537]
+    finally:
+        await a.aclose()
+        await b.aclose()
+        await proxy.cut()
+
+
 async def test_a_hung_redis_call_times_out_once_and_is_not_retried() -> None:
     # redis-py's default (5 s, four tries: a call held 20 s) would keep every message waiting that
     # long before the failover moves to Postgres. A plain URL gets 2 s; a timeout is not retried.
