@@ -252,7 +252,8 @@ class FailoverHotStore:
         self._probe_timeout_s = probe_timeout_s
         self._clock = clock
         self._delete = _deleter(primary)
-        _deleter(fallback)  # refuse a fallback that could not be the primary's stand-in either
+        # Refuses a fallback that could not be the primary's stand-in either; deletes this process's word (k).
+        self._delete_on_fallback = _deleter(fallback)
         self._errors = connection_errors()
         # Start as if an outage just ended: the first call clears what a crashed process left behind.
         self.using = 1
@@ -351,17 +352,17 @@ class FailoverHotStore:
         async with self._lock:
             if self.using == 1:
                 return
-            self._to_fallback(await self._fallback_epoch(), joined=False)
+            self._to_fallback(await self._fallback_epoch())
             await self._say_down()
             self._announce(error)
 
-    def _to_fallback(self, epoch: int, *, joined: bool) -> None:
+    def _to_fallback(self, epoch: int) -> None:
         self._epoch = epoch
         self.using = 1
         self._switches += 1
         self._forget(1)
         self._retry_at = self._clock() + self.retry_after_s
-        self._joined = joined
+        self._joined = False
 
     async def _fallback_epoch(self) -> int:
         return (await self.stores[1].get_counters([EPOCH_KEY]))[0] or 0
@@ -388,13 +389,22 @@ class FailoverHotStore:
         """A process that said it cannot reach the primary stops (k): its word, if still the one that
         stands, goes, so the others do not wait for it to lapse. (Another's said between the read and
         the delete is said again with that process's next try.)"""
-        delete = getattr(self.stores[1], "delete", None)
         try:
-            word = (await self.stores[1].get_counters([DOWN_KEY]))[0]
-            if callable(delete) and word is not None and word & _TOKEN_MASK == self._token:
-                await delete([DOWN_KEY])
+            word, _ = await self._word()
+            if word is not None and word & _TOKEN_MASK == self._token:
+                await self._delete_on_fallback([DOWN_KEY], None)
         except Exception as error:  # shutting down: it lapses on its own
             log.debug("word on the fallback not taken back (%s)", type(error).__name__)
+
+    async def _word(self) -> tuple[int | None, int]:
+        """The word on the fallback (k), and the current outage's epoch there: one read."""
+        word, epoch = await self.stores[1].get_counters([DOWN_KEY, EPOCH_KEY])
+        return word, epoch or 0
+
+    def _stay_for_another(self) -> None:
+        """On the fallback for another process's word only (k): this one does not say it."""
+        self._joined = True
+        self._announce("reached, but another process cannot reach it")
 
     def _down_elsewhere(self, word: int | None, epoch: int | None) -> bool:
         """Whether another process said it cannot reach the primary, in the current outage (k)."""
@@ -414,10 +424,10 @@ class FailoverHotStore:
             async with self._lock:
                 if self.using == 1:
                     return
-                word, epoch = await self.stores[1].get_counters([DOWN_KEY, EPOCH_KEY])
+                word, epoch = await self._word()
                 if self._down_elsewhere(word, epoch):
-                    self._to_fallback(epoch or 0, joined=True)
-                    self._announce("reached, but another process cannot reach it")
+                    self._to_fallback(epoch)
+                    self._stay_for_another()
         except self._errors:
             pass  # the fallback cannot be read: nobody can be counting there
         except Exception:
@@ -461,8 +471,7 @@ class FailoverHotStore:
             return False
         keys, current, word = set(self._written), None, None
         with contextlib.suppress(*self._errors):  # the fallback is down too: only this process's keys are known
-            word, current = await self.stores[1].get_counters([DOWN_KEY, EPOCH_KEY])
-            current = current or 0
+            word, current = await self._word()
             listing = getattr(self.stores[1], "counter_keys", None)
             if callable(listing):
                 suffix = f"#{current if self._epoch is None else self._epoch}"
@@ -472,8 +481,7 @@ class FailoverHotStore:
             async with asyncio.timeout(self._probe_timeout_s):  # TimeoutError is an OSError
                 await self.stores[0].get_counters([PROBE_KEY])
             if self._down_elsewhere(word, current):  # another process cannot reach it: stay with it (k)
-                self._joined = True
-                self._announce("reached, but another process cannot reach it")
+                self._stay_for_another()
                 return False
             if keys:
                 await self._delete(sorted(keys), None if epoch is None else epoch + 1)

@@ -4,6 +4,7 @@ or cut off behind a proxy so that it keeps its data) and the Postgres hot store 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import shutil
 import time
@@ -21,7 +22,7 @@ from budget.money import to_nano
 from budget.periods import Calendar
 from budget.records import Spend
 from budget.stores import Admit, HitRead, Hold
-from budget.stores.failover import EPOCH_KEY, FailoverHotStore, StoresUnavailable
+from budget.stores.failover import DOWN_KEY, EPOCH_KEY, FailoverHotStore, StoresUnavailable
 from budget.stores.pg_hot import PostgresHotStore
 from budget.stores.postgres import PostgresDatabase
 from budget.stores.redis import RedisHotStore
@@ -60,6 +61,34 @@ async def says_it_last(hot: FailoverHotStore) -> None:
     await asyncio.sleep(hot.retry_after_s)
     await hot.get_counters([GLOBAL])
     assert hot.using == 1
+
+
+@contextlib.asynccontextmanager
+async def one_cut_off(
+    redis_server: ThrowawayRedis, pg_url: str, **b_options: float
+) -> AsyncIterator[tuple[FailoverHotStore, FailoverHotStore, Partition]]:
+    """Two processes (rule k): a reaches Redis and looks for another's word every 50 ms; b reaches
+    it through a proxy, to be cut off with ``proxy.cut()``."""
+    proxy = Partition(redis_server.port)
+    await proxy.heal()
+    a = failover(redis_server.url, pg_url, watch_s=0.05)
+    b = failover(f"redis://127.0.0.1:{proxy.port}/0", pg_url, **b_options)
+    try:
+        yield a, b, proxy
+    finally:
+        await a.aclose()
+        await b.aclose()
+        await proxy.cut()
+
+
+async def b_cut_off_at_500(a: FailoverHotStore, b: FailoverHotStore, proxy: Partition) -> None:
+    """The bot's counter at 500 on Redis for both; then b is cut off, on Postgres, seeded there from
+    the ledger (500), while a is still on Redis."""
+    for hot in (a, b):
+        assert await seeded(hot, [GLOBAL], value=500) == [500]
+    await proxy.cut()
+    assert await seeded(b, [GLOBAL], value=500) == [500]
+    assert (a.using, b.using) == (0, 1)
 
 
 async def joined(hot: FailoverHotStore) -> None:
@@ -232,20 +261,16 @@ async def test_a_process_behind_that_cannot_reach_the_primary_takes_up_the_curre
     # outage's counters, which nobody reads, while a counted on Redis. Now it takes up the current
     # outage and says so (k), and a joins it there. Each call tries Redis once: at its start when
     # b's own retry is due, else when it finds the epoch moved.
-    proxy = Partition(redis_server.port)
-    await proxy.heal()
-    a = failover(redis_server.url, pg_url, watch_s=0.05)
-    b = failover(f"redis://127.0.0.1:{proxy.port}/0", pg_url, retry_after_s=retry_after_s, watch_s=0.05)
     tries = 0
-    try_primary = b._try_primary
+    async with one_cut_off(redis_server, pg_url, retry_after_s=retry_after_s) as (a, b, proxy):
+        try_primary = b._try_primary
 
-    async def counted() -> bool:
-        nonlocal tries
-        tries += 1
-        return await try_primary()
+        async def counted() -> bool:
+            nonlocal tries
+            tries += 1
+            return await try_primary()
 
-    b._try_primary = counted  # type: ignore[method-assign]
-    try:
+        b._try_primary = counted  # type: ignore[method-assign]
         await outage_begins(redis_server, a, b)
         assert await b.reserve("rb", [Hold(GLOBAL, 50, 1000)], 600, now=0) is None  # outage 0, in flight
         await says_it_last(a)  # b's reserve may have tried Redis again (its retry due): a is still the first back
@@ -275,10 +300,6 @@ async def test_a_process_behind_that_cannot_reach_the_primary_takes_up_the_curre
         # a reaches Redis, but stays while b's word stands.
         assert not await a._switch_back(force=True)
         assert a.using == 1
-    finally:
-        await a.aclose()
-        await b.aclose()
-        await proxy.cut()
 
 
 async def test_a_process_cut_off_from_redis_takes_the_others_to_postgres_with_it(
@@ -288,18 +309,9 @@ async def test_a_process_cut_off_from_redis_takes_the_others_to_postgres_with_it
     # Redis, each only its own calls, for as long as the partition lasted: with 500 of the bot's
     # 1,000 left, each admitted 13 more calls of 37 (26 in all, 962 over 1,000). Now a reads b's
     # word within ``watch_s`` and counts on Postgres too.
-    proxy = Partition(redis_server.port)
-    await proxy.heal()
-    a = failover(redis_server.url, pg_url, watch_s=0.05)
-    b = failover(f"redis://127.0.0.1:{proxy.port}/0", pg_url, watch_s=0.05)
     direct = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-    try:
-        for hot in (a, b):
-            assert await seeded(hot, [GLOBAL], value=500) == [500]
-        await proxy.cut()
-        assert await seeded(b, [GLOBAL], value=500) == [500]  # on Postgres, seeded from the ledger
-        assert (a.using, b.using) == (0, 1)
-
+    async with direct, one_cut_off(redis_server, pg_url) as (a, b, proxy):
+        await b_cut_off_at_500(a, b, proxy)
         await joined(a)
         assert await a.get_counters([GLOBAL]) == [500]  # b's counter, seeded by b
         holds = [Hold(GLOBAL, 37, 1000)]
@@ -320,11 +332,6 @@ async def test_a_process_cut_off_from_redis_takes_the_others_to_postgres_with_it
         assert a.using == 0
         mine = sum(1 for i, r in enumerate(results) if r is None and i % 2)
         assert await direct.get(GLOBAL) == str(500 + (mine + 1) * 37)  # a's open holds came along
-    finally:
-        await direct.aclose()
-        await a.aclose()
-        await b.aclose()
-        await proxy.cut()
 
 
 async def test_a_process_idle_while_another_was_cut_off_makes_its_next_call_on_postgres(
@@ -332,25 +339,18 @@ async def test_a_process_idle_while_another_was_cut_off_makes_its_next_call_on_p
 ) -> None:
     # Rule (k): the look for another's word runs beside the calls while they come; a call after an
     # idle spell (no look for over ``watch_s``) waits for it, so it is not made on Redis.
-    proxy = Partition(redis_server.port)
-    await proxy.heal()
-    a = failover(redis_server.url, pg_url, watch_s=0.05)
-    b = failover(f"redis://127.0.0.1:{proxy.port}/0", pg_url)
-    try:
-        for hot in (a, b):
-            assert await seeded(hot, [GLOBAL], value=500) == [500]
-        await proxy.cut()
-        assert await seeded(b, [GLOBAL], value=500) == [500]
+    async with one_cut_off(redis_server, pg_url) as (a, b, proxy):
+        await b_cut_off_at_500(a, b, proxy)
         await asyncio.sleep(0.2)  # a idle
         # Made on Postgres, where a's reservation finds b's counter: on Redis it would be admitted
         # against the counter b no longer adds to.
         assert await a.reserve("ra", [Hold(GLOBAL, 37, 1000)], 600, now=0) is None
         assert a.using == 1
         assert await b.get_counters([GLOBAL]) == [537]
-    finally:
-        await a.aclose()
-        await b.aclose()
-        await proxy.cut()
+        assert await b.stores[1].get_counters([DOWN_KEY]) != [None]
+    pg = PostgresHotStore(pg_url)
+    assert await pg.get_counters([DOWN_KEY]) == [None]  # b took its word back as it closed
+    await pg.aclose()
 
 
 async def test_a_hung_redis_call_times_out_once_and_is_not_retried() -> None:
