@@ -87,15 +87,20 @@ k) A process that cannot reach the primary says so on the fallback (``DOWN_KEY``
    follow it (h). A process that finds the epoch moved (h) and cannot reach the primary either
    takes up the current outage (its counters; its open holds on the past outage's counters are
    carried there, f) and says so, instead of counting where nobody reads any more.
+   A counter on the fallback may have been seeded from the ledger after another's word and before
+   the rows of this process's calls settled on the primary meanwhile were in it. So a process
+   that moves to the fallback (joining, or cut off itself) adds there what it settled on the
+   primary since the look before its last (the word, written before its process counts on the
+   fallback, was not there at the earlier look, so no seed came before it); a settle still on its
+   way to the primary at the move is added once it lands. Where the seed had a call, it counts
+   twice (a budget reached a little early, never passed).
 
 Limits:
 
 - A partition that cuts off only some processes is counted on one store only once the others
-  read the word (k): for up to ``watch_s`` the two sides count apart (a call that comes after
-  ``watch_s`` with no look waits for one, so an idle process does not start on the wrong side).
-  What a process on the primary settles there meanwhile is missing from the fallback's counters
-  if they were seeded from the ledger before its rows were in it: up to ``watch_s`` of one
-  process's spend, until the outage ends and the counters are seeded again. Another process's calls in flight at a
+  read the word (k): for up to ``watch_s`` the two sides admit calls apart (a call that comes after
+  ``watch_s`` with no look waits for one, so an idle process does not start on the wrong side);
+  what they spent is on one store once they move (k). Another process's calls in flight at a
   switch are not on the new store until they settle (its next reserve or settle carries them, f).
   And a reserve that read the epoch just before another process moved it is checked against the
   outage's counters, which miss what was reserved on the primary since: one round trip's window a
@@ -286,6 +291,12 @@ class FailoverHotStore:
         self._watch_at = float("-inf")
         self._watching: asyncio.Task[None] | None = None
         self._joined = False  # on the fallback only for another process's word
+        # What this process settled on the primary since its last look for another's word began, and
+        # what it is to bring to the fallback's counters: what it settled on the primary that a seed
+        # there may lack (k).
+        self._settled: dict[str, int] = {}
+        self._bring: dict[str, int] = {}
+        self._brought = 0
 
     # --- switching ---
 
@@ -342,6 +353,8 @@ class FailoverHotStore:
         try:
             if self._epoch is None:
                 self._epoch = await self._fallback_epoch()  # this process started while the primary was away
+            if self._bring:
+                await self._bring_over()  # what could not be brought before (k)
             return await op(1)
         finally:
             self._fallback_calls -= 1
@@ -352,8 +365,10 @@ class FailoverHotStore:
         async with self._lock:
             if self.using == 1:
                 return
-            self._to_fallback(await self._fallback_epoch())
-            await self._say_down()
+            epoch = await self._fallback_epoch()
+            await self._say_down(epoch)  # before any call of this process counts there (k)
+            self._to_fallback(epoch)
+            await self._bring_over()
             self._announce(error)
 
     def _to_fallback(self, epoch: int) -> None:
@@ -363,6 +378,8 @@ class FailoverHotStore:
         self._forget(1)
         self._retry_at = self._clock() + self.retry_after_s
         self._joined = False
+        _add(self._bring, self._settled)
+        self._settled = {}
 
     async def _fallback_epoch(self) -> int:
         return (await self.stores[1].get_counters([EPOCH_KEY]))[0] or 0
@@ -378,12 +395,27 @@ class FailoverHotStore:
 
     # --- one store for all (k) ---
 
-    async def _say_down(self) -> None:
-        """Say on the fallback that this process cannot reach the primary, for the current outage (k)."""
-        if self._epoch is not None:
+    async def _say_down(self, epoch: int | None) -> None:
+        """Say on the fallback that this process cannot reach the primary, for outage ``epoch`` (k)."""
+        if epoch is not None:
             with contextlib.suppress(*self._errors):  # the fallback is down too: the calls find that out
-                word = self._epoch << 32 | self._token
-                await self.stores[1].set_counters({DOWN_KEY: word}, self._down_ttl_s)
+                await self.stores[1].set_counters({DOWN_KEY: epoch << 32 | self._token}, self._down_ttl_s)
+
+    async def _bring_over(self) -> None:
+        """Add to the fallback's counters what this process settled on the primary since the look
+        before its last (k): a seed there from the ledger may have been summed before those calls'
+        rows were in it. Where the seed had them, they count twice (a budget reached a little early,
+        never passed). A counter not there yet is left out (e): its seed will have them."""
+        if not self._bring:
+            return
+        amounts, self._bring = self._bring, {}
+        self._brought += 1
+        self._written.update(amounts)
+        named = {self._k(1, k): a for k, a in amounts.items()}
+        try:
+            await self.stores[1].settle(f"~brought:{self._token:08x}:{self._brought}", named, seeded_only=True)
+        except self._errors:
+            _add(self._bring, amounts)  # tried again with the next call there
 
     async def _unsay(self) -> None:
         """A process that said it cannot reach the primary stops (k): its word, if still the one that
@@ -424,10 +456,19 @@ class FailoverHotStore:
             async with self._lock:
                 if self.using == 1:
                     return
-                word, epoch = await self._word()
+                # Settled before this look began and after the last one's: a word written between
+                # the two reads may have a seed after it that lacks them (k).
+                before, self._settled = self._settled, {}
+                try:
+                    word, epoch = await self._word()
+                except BaseException:
+                    _add(self._settled, before)
+                    raise
                 if self._down_elsewhere(word, epoch):
                     self._to_fallback(epoch)
+                    _add(self._bring, before)
                     self._stay_for_another()
+                    await self._bring_over()
         except self._errors:
             pass  # the fallback cannot be read: nobody can be counting there
         except Exception:
@@ -467,7 +508,7 @@ class FailoverHotStore:
             await asyncio.wait_for(self._fallback_idle.wait(), self._drain_timeout_s)
         except TimeoutError:
             if not self._joined:
-                await self._say_down()  # still here: the word stands (k)
+                await self._say_down(self._epoch)  # still here: the word stands (k)
             return False
         keys, current, word = set(self._written), None, None
         with contextlib.suppress(*self._errors):  # the fallback is down too: only this process's keys are known
@@ -487,11 +528,12 @@ class FailoverHotStore:
                 await self._delete(sorted(keys), None if epoch is None else epoch + 1)
         except self._errors as exc:
             self._joined = False
+            behind = self._epoch is not None and current is not None and current > self._epoch
+            await self._say_down(current if self._epoch is None or behind else self._epoch)  # before it counts (k)
             if self._epoch is None:
                 self._epoch = current  # this process started while the primary was away
-            elif current is not None and current > self._epoch:
+            elif behind and current is not None:
                 self._take_up(current)  # behind, and cannot follow (h): the current outage is ours too
-            await self._say_down()
             self._announce(exc)
             return False
         self.using = 0
@@ -499,6 +541,7 @@ class FailoverHotStore:
         self._switches += 1
         self._forget(0)
         self._written.clear()
+        self._settled, self._bring = {}, {}  # the primary's counters are seeded again from the ledger
         if keys and epoch is not None and current is not None and current <= epoch:
             # The next outage starts with fresh counters, and the processes still there follow (h).
             with contextlib.suppress(*self._errors):
@@ -729,6 +772,7 @@ class FailoverHotStore:
         to the id that holds its key here; a key held on the other store, or by no reservation of
         ours, goes with the original id, which adds only the actual. A counter missing there is
         left out by the store in that same step (e)."""
+        switches = self._switches
         if i == 1:
             self._written.update(actual)
             await self._present(1, ())  # the epoch (h): a process back on the primary is followed at once
@@ -752,6 +796,13 @@ class FailoverHotStore:
         undo = {self._k(i, k): -a for k, a in added.items() if self._seeded_since(i, k, began)}
         if undo:
             await self.stores[i].settle(f"{reservation_id}~undo", undo, seeded_only=True)
+        if i == 0 and added:
+            kept = {k: a for k, a in added.items() if self._k(i, k) not in undo}
+            if self.using == 1:  # ended after a move to the fallback: brought there now (k)
+                _add(self._bring, kept)
+                await self._bring_over()
+            elif self._switches == switches:
+                _add(self._settled, kept)
 
     def _seeded_since(self, i: int, key: str, began: int) -> bool:
         """Seeded by this process since the settle numbered ``began``: the seed's sum has its call (j)."""
@@ -811,6 +862,11 @@ class FailoverHotStore:
             await self._unsay()
         for store in self.stores:
             await store.aclose()
+
+
+def _add(into: dict[str, int], amounts: Mapping[str, int]) -> None:
+    for key, amount in amounts.items():
+        into[key] = into.get(key, 0) + amount
 
 
 def _why(error: BaseException) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import shutil
 import time
@@ -351,6 +352,67 @@ async def test_a_process_idle_while_another_was_cut_off_makes_its_next_call_on_p
     pg = PostgresHotStore(pg_url)
     assert await pg.get_counters([DOWN_KEY]) == [None]  # b took its word back as it closed
     await pg.aclose()
+
+
+@pytest.mark.parametrize("then", ["joins", "is cut off too"])
+async def test_what_a_process_settled_on_redis_after_the_fallback_was_seeded_is_counted_there_when_it_moves(
+    redis_server: ThrowawayRedis, pg_url: str, then: str
+) -> None:
+    # Rule (k)'s window: b is cut off and seeds the bot's counter on Postgres from the ledger (500).
+    # a, before its next look, settles two calls of 100 on Redis, whose rows reached the ledger
+    # after that sum. Before, Postgres's counter never had them: once a moved there, both processes
+    # counted against 500 where 700 was spent, for as long as the outage lasted. Now a brings them.
+    async with one_cut_off(redis_server, pg_url) as (a, b, proxy):
+        a._watch_at = math.inf  # a does not look until told to
+        await b_cut_off_at_500(a, b, proxy)
+        for rid in ("r1", "r2"):
+            assert await a.reserve(rid, [Hold(GLOBAL, 150, 1000)], 600, now=0) is None
+            await a.settle(rid, {GLOBAL: 100})
+        assert await a.get_counters([GLOBAL]) == [700]  # Redis's
+        assert await b.get_counters([GLOBAL]) == [500]
+        if then == "joins":
+            a._watch_at = -math.inf  # its next call, after an idle spell, waits for the look
+        else:
+            redis_server.stop()
+        assert await a.get_counters([GLOBAL]) == [700]
+        assert a.using == 1 and a._joined == (then == "joins")
+        assert await b.get_counters([GLOBAL]) == [700]
+        # 300 left, on one counter for both.
+        assert await b.reserve("rb", [Hold(GLOBAL, 301, 1000)], 600, now=0) == GLOBAL
+        assert await a.reserve("ra", [Hold(GLOBAL, 300, 1000)], 600, now=0) is None
+        assert await b.reserve("rb", [Hold(GLOBAL, 1, 1000)], 600, now=0) == GLOBAL
+
+
+async def test_a_settle_on_redis_that_ends_after_the_move_to_postgres_is_counted_there(
+    redis_server: ThrowawayRedis, pg_url: str
+) -> None:
+    # Rule (k): a's settle is on its way to Redis when a's look finds b's word and moves it to
+    # Postgres. The settle lands on Redis; its amount is then added on Postgres too. (The Redis
+    # store's settle is held back in the test to keep the call in flight: the server is real.)
+    direct = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    async with direct, one_cut_off(redis_server, pg_url) as (a, b, proxy):
+        a._watch_at = math.inf
+        await b_cut_off_at_500(a, b, proxy)
+        assert await a.reserve("r1", [Hold(GLOBAL, 150, 1000)], 600, now=0) is None
+        gate, sent = asyncio.Event(), asyncio.Event()
+        settle = a.stores[0].settle
+
+        async def held_back(*args: object, **kwargs: object) -> list[str]:
+            sent.set()
+            await gate.wait()
+            return await settle(*args, **kwargs)  # type: ignore[arg-type]
+
+        a.stores[0].settle = held_back  # type: ignore[method-assign]
+        settling = asyncio.create_task(a.settle("r1", {GLOBAL: 100}))
+        await sent.wait()
+        a._watch_at = -math.inf
+        assert await a.get_counters([GLOBAL]) == [500]  # on Postgres now; r1 not settled yet
+        assert a.using == 1
+        gate.set()
+        await settling
+        assert await direct.get(GLOBAL) == "600"
+        assert await b.get_counters([GLOBAL]) == [600]
+        assert await b.reserve("rb", [Hold(GLOBAL, 401, 1000)], 600, now=0) == GLOBAL
 
 
 async def test_a_hung_redis_call_times_out_once_and_is_not_retried() -> None:
