@@ -42,8 +42,9 @@ e) reserve and settle never create a counter on the store in use (the stores wou
    records the row, then settles; see j). On the fallback, and with reservations to carry (f),
    reserve first reads which of its counters exist: one round trip more, off the hot path.
 f) This process's reservations still open on the store it left are carried to the store in use,
-   key by key as each counter exists there, before any new reservation: no limit check (they were
-   admitted), same expiry, an id of their own. A settle then replaces each carried hold. A carry
+   key by key as each counter exists there, before any new reservation, and at once with a move to
+   the fallback (those not being settled: k): no limit check (they were admitted), same expiry, an
+   id of their own. A settle then replaces each carried hold. A carry
    and the settle of one reservation never overlap; a new reservation waits for both. A
    reservation made with the rate limit's read (``hit_and_get``'s ``admit``) rides along only on
    the primary with nothing to carry; anywhere else it is declined and the caller reserves as
@@ -101,7 +102,8 @@ Limits:
   read the word (k): for up to ``watch_s`` the two sides admit calls apart (a call that comes after
   ``watch_s`` with no look waits for one, so an idle process does not start on the wrong side);
   what they spent is on one store once they move (k). Another process's calls in flight at a
-  switch are not on the new store until they settle (its next reserve or settle carries them, f).
+  switch back are not on the primary until they settle or its next reserve carries them (f); at
+  a move to the fallback they are carried with the move, where their counters exist there.
   And a reserve that read the epoch just before another process moved it is checked against the
   outage's counters, which miss what was reserved on the primary since: one round trip's window a
   process, where before (h) every reserve until the process's own retry was in it. (A settle in
@@ -370,6 +372,7 @@ class FailoverHotStore:
             self._to_fallback(epoch)
             await self._bring_over()
             self._announce(error)
+        await self._carry_now()
 
     def _to_fallback(self, epoch: int) -> None:
         self._epoch = epoch
@@ -464,11 +467,13 @@ class FailoverHotStore:
                 except BaseException:
                     _add(self._settled, before)
                     raise
-                if self._down_elsewhere(word, epoch):
-                    self._to_fallback(epoch)
-                    _add(self._bring, before)
-                    self._stay_for_another()
-                    await self._bring_over()
+                if not self._down_elsewhere(word, epoch):
+                    return
+                self._to_fallback(epoch)
+                _add(self._bring, before)
+                self._stay_for_another()
+                await self._bring_over()
+            await self._carry_now()
         except self._errors:
             pass  # the fallback cannot be read: nobody can be counting there
         except Exception:
@@ -583,11 +588,23 @@ class FailoverHotStore:
         for rid in [rid for rid, held in self._open.items() if held.now + held.ttl_s <= now]:
             del self._open[rid]
 
-    async def _carry(self, i: int, now: float, present: set[str]) -> None:
-        """Hold on store ``i`` what this process's open reservations hold elsewhere (rule f)."""
+    async def _carry_now(self) -> None:
+        """After a move to the fallback, carry this process's open reservations there at once (f),
+        not with its next reserve: until then another process there would admit calls without
+        them, and a call in flight could pass a limit when it settles. One being settled is left:
+        its settle replaces the hold (and what it lands on the primary is brought over)."""
+        with contextlib.suppress(_Behind):  # another process is back already: the next call follows it (h)
+            if elsewhere := self._elsewhere(1):
+                await self._carry(1, -math.inf, await self._present(1, elsewhere), settling=False)
+
+    async def _carry(self, i: int, now: float, present: set[str], *, settling: bool = True) -> None:
+        """Hold on store ``i`` what this process's open reservations hold elsewhere (rule f), those
+        being settled too unless ``settling`` is false."""
         self._drop_expired(now)
         for rid, held in list(self._open.items()):
             if not any(where[0] != i and k in present for k, where in held.at.items()):
+                continue
+            if not settling and held.lock.locked():
                 continue
             # Waits for a settle of it under way (one stuck on the store that just failed included):
             # admitting a new reservation meanwhile would not count this one's hold.

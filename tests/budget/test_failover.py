@@ -383,6 +383,30 @@ async def test_what_a_process_settled_on_redis_after_the_fallback_was_seeded_is_
         assert await b.reserve("rb", [Hold(GLOBAL, 1, 1000)], 600, now=0) == GLOBAL
 
 
+@pytest.mark.parametrize("then", ["joins", "is cut off too"])
+async def test_a_process_that_moves_to_postgres_holds_its_calls_in_flight_there_at_once(
+    redis_server: ThrowawayRedis, pg_url: str, then: str
+) -> None:
+    # Rules (f) and (k): a's call of up to 300, reserved on Redis, is in flight when a moves to
+    # Postgres. Its hold is carried there with the move, not with a's next reserve (which may be
+    # long in coming): meanwhile b would admit 400 more, and a's call could pass the limit as it
+    # settles.
+    async with one_cut_off(redis_server, pg_url) as (a, b, proxy):
+        a._watch_at = math.inf
+        await b_cut_off_at_500(a, b, proxy)
+        assert await a.reserve("ra", [Hold(GLOBAL, 300, 1000)], 600, now=0) is None
+        if then == "joins":
+            a._watch_at = -math.inf
+        else:
+            redis_server.stop()
+        assert await a.get_counters([GLOBAL]) == [800]
+        assert a.using == 1
+        assert await b.reserve("rb", [Hold(GLOBAL, 201, 1000)], 600, now=0) == GLOBAL
+        assert await b.reserve("rb", [Hold(GLOBAL, 200, 1000)], 600, now=0) is None
+        await a.settle("ra", {GLOBAL: 250})
+        assert await b.get_counters([GLOBAL]) == [950]
+
+
 async def test_a_settle_on_redis_that_ends_after_the_move_to_postgres_is_counted_there(
     redis_server: ThrowawayRedis, pg_url: str
 ) -> None:
