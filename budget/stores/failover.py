@@ -592,10 +592,15 @@ class FailoverHotStore:
         """After a move to the fallback, carry this process's open reservations there at once (f),
         not with its next reserve: until then another process there would admit calls without
         them, and a call in flight could pass a limit when it settles. One being settled is left:
-        its settle replaces the hold (and what it lands on the primary is brought over)."""
-        with contextlib.suppress(_Behind):  # another process is back already: the next call follows it (h)
-            if elsewhere := self._elsewhere(1):
-                await self._carry(1, -math.inf, await self._present(1, elsewhere), settling=False)
+        its settle replaces the hold (and what it lands on the primary is brought over). A call on the
+        fallback, so a switch back waits for it (g); what is still to bring goes first (``_on``)."""
+
+        async def carry(i: int) -> None:
+            with contextlib.suppress(_Behind):  # another process is back already: the next call follows it (h)
+                if elsewhere := self._elsewhere(i):
+                    await self._carry(i, -math.inf, await self._present(i, elsewhere), settling=False)
+
+        await self._on(1, carry)
 
     async def _carry(self, i: int, now: float, present: set[str], *, settling: bool = True) -> None:
         """Hold on store ``i`` what this process's open reservations hold elsewhere (rule f), those
@@ -817,7 +822,8 @@ class FailoverHotStore:
             kept = {k: a for k, a in added.items() if self._k(i, k) not in undo}
             if self.using == 1:  # ended after a move to the fallback: brought there now (k)
                 _add(self._bring, kept)
-                await self._bring_over()
+                with contextlib.suppress(*self._errors):  # settled: not to be made again on the fallback
+                    await self._carry_now()
             elif self._switches == switches:
                 _add(self._settled, kept)
 
