@@ -134,6 +134,7 @@ import logging
 import math
 import secrets
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from contextvars import Context, ContextVar
 from dataclasses import dataclass, field
@@ -296,8 +297,8 @@ class FailoverHotStore:
         # What this process settled on the primary since its last look for another's word began, and
         # what it is to bring to the fallback's counters: what it settled on the primary that a seed
         # there may lack (k).
-        self._settled: dict[str, int] = {}
-        self._bring: dict[str, int] = {}
+        self._settled: Counter[str] = Counter()
+        self._bring: Counter[str] = Counter()
         self._brought = 0
 
     # --- switching ---
@@ -356,7 +357,7 @@ class FailoverHotStore:
             if self._epoch is None:
                 self._epoch = await self._fallback_epoch()  # this process started while the primary was away
             if self._bring:
-                await self._bring_over()  # what could not be brought before (k)
+                await self._bring_over()  # brought before any call there (k)
             return await op(1)
         finally:
             self._fallback_calls -= 1
@@ -370,9 +371,8 @@ class FailoverHotStore:
             epoch = await self._fallback_epoch()
             await self._say_down(epoch)  # before any call of this process counts there (k)
             self._to_fallback(epoch)
-            await self._bring_over()
             self._announce(error)
-        await self._carry_now()
+        await self._catch_up()
 
     def _to_fallback(self, epoch: int) -> None:
         self._epoch = epoch
@@ -381,8 +381,8 @@ class FailoverHotStore:
         self._forget(1)
         self._retry_at = self._clock() + self.retry_after_s
         self._joined = False
-        _add(self._bring, self._settled)
-        self._settled = {}
+        self._bring.update(self._settled)
+        self._settled = Counter()
 
     async def _fallback_epoch(self) -> int:
         return (await self.stores[1].get_counters([EPOCH_KEY]))[0] or 0
@@ -411,14 +411,14 @@ class FailoverHotStore:
         never passed). A counter not there yet is left out (e): its seed will have them."""
         if not self._bring:
             return
-        amounts, self._bring = self._bring, {}
+        amounts, self._bring = self._bring, Counter()
         self._brought += 1
         self._written.update(amounts)
         named = {self._k(1, k): a for k, a in amounts.items()}
         try:
             await self.stores[1].settle(f"~brought:{self._token:08x}:{self._brought}", named, seeded_only=True)
         except self._errors:
-            _add(self._bring, amounts)  # tried again with the next call there
+            self._bring.update(amounts)  # tried again with the next call there
 
     async def _unsay(self) -> None:
         """A process that said it cannot reach the primary stops (k): its word, if still the one that
@@ -461,19 +461,18 @@ class FailoverHotStore:
                     return
                 # Settled before this look began and after the last one's: a word written between
                 # the two reads may have a seed after it that lacks them (k).
-                before, self._settled = self._settled, {}
+                before, self._settled = self._settled, Counter()
                 try:
                     word, epoch = await self._word()
                 except BaseException:
-                    _add(self._settled, before)
+                    self._settled.update(before)
                     raise
                 if not self._down_elsewhere(word, epoch):
                     return
                 self._to_fallback(epoch)
-                _add(self._bring, before)
+                self._bring.update(before)
                 self._stay_for_another()
-                await self._bring_over()
-            await self._carry_now()
+            await self._catch_up()
         except self._errors:
             pass  # the fallback cannot be read: nobody can be counting there
         except Exception:
@@ -546,7 +545,7 @@ class FailoverHotStore:
         self._switches += 1
         self._forget(0)
         self._written.clear()
-        self._settled, self._bring = {}, {}  # the primary's counters are seeded again from the ledger
+        self._settled, self._bring = Counter(), Counter()  # the primary's counters are seeded again from the ledger
         if keys and epoch is not None and current is not None and current <= epoch:
             # The next outage starts with fresh counters, and the processes still there follow (h).
             with contextlib.suppress(*self._errors):
@@ -588,12 +587,12 @@ class FailoverHotStore:
         for rid in [rid for rid, held in self._open.items() if held.now + held.ttl_s <= now]:
             del self._open[rid]
 
-    async def _carry_now(self) -> None:
-        """After a move to the fallback, carry this process's open reservations there at once (f),
+    async def _catch_up(self) -> None:
+        """After a move to the fallback, a call there (so a switch back waits for it, g): what is to
+        bring is brought (``_on``), and this process's open reservations are carried at once (f),
         not with its next reserve: until then another process there would admit calls without
         them, and a call in flight could pass a limit when it settles. One being settled is left:
-        its settle replaces the hold (and what it lands on the primary is brought over). A call on the
-        fallback, so a switch back waits for it (g); what is still to bring goes first (``_on``)."""
+        its settle replaces the hold (and what it lands on the primary is brought over)."""
 
         async def carry(i: int) -> None:
             with contextlib.suppress(_Behind):  # another process is back already: the next call follows it (h)
@@ -821,11 +820,11 @@ class FailoverHotStore:
         if i == 0 and added:
             kept = {k: a for k, a in added.items() if self._k(i, k) not in undo}
             if self.using == 1:  # ended after a move to the fallback: brought there now (k)
-                _add(self._bring, kept)
+                self._bring.update(kept)
                 with contextlib.suppress(*self._errors):  # settled: not to be made again on the fallback
-                    await self._carry_now()
+                    await self._catch_up()
             elif self._switches == switches:
-                _add(self._settled, kept)
+                self._settled.update(kept)
 
     def _seeded_since(self, i: int, key: str, began: int) -> bool:
         """Seeded by this process since the settle numbered ``began``: the seed's sum has its call (j)."""
@@ -885,11 +884,6 @@ class FailoverHotStore:
             await self._unsay()
         for store in self.stores:
             await store.aclose()
-
-
-def _add(into: dict[str, int], amounts: Mapping[str, int]) -> None:
-    for key, amount in amounts.items():
-        into[key] = into.get(key, 0) + amount
 
 
 def _why(error: BaseException) -> str:

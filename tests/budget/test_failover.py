@@ -82,14 +82,26 @@ async def one_cut_off(
         await proxy.cut()
 
 
-async def b_cut_off_at_500(a: FailoverHotStore, b: FailoverHotStore, proxy: Partition) -> None:
+async def b_cut_off_at_500(a: FailoverHotStore, b: FailoverHotStore, proxy: Partition, *, a_looks: bool = True) -> None:
     """The bot's counter at 500 on Redis for both; then b is cut off, on Postgres, seeded there from
-    the ledger (500), while a is still on Redis."""
+    the ledger (500), while a is still on Redis (and stays there, if not ``a_looks``, until
+    ``a_moves``)."""
+    if not a_looks:
+        a._watch_at = math.inf
     for hot in (a, b):
         assert await seeded(hot, [GLOBAL], value=500) == [500]
     await proxy.cut()
     assert await seeded(b, [GLOBAL], value=500) == [500]
     assert (a.using, b.using) == (0, 1)
+
+
+def a_moves(a: FailoverHotStore, redis_server: ThrowawayRedis, then: str) -> None:
+    """a's next call moves it to Postgres: it "joins" b there (after an idle spell, the call waits
+    for its look for b's word), or "is cut off too" (Redis stopped)."""
+    if then == "joins":
+        a._watch_at = -math.inf
+    else:
+        redis_server.stop()
 
 
 async def joined(hot: FailoverHotStore) -> None:
@@ -363,17 +375,13 @@ async def test_what_a_process_settled_on_redis_after_the_fallback_was_seeded_is_
     # after that sum. Before, Postgres's counter never had them: once a moved there, both processes
     # counted against 500 where 700 was spent, for as long as the outage lasted. Now a brings them.
     async with one_cut_off(redis_server, pg_url) as (a, b, proxy):
-        a._watch_at = math.inf  # a does not look until told to
-        await b_cut_off_at_500(a, b, proxy)
+        await b_cut_off_at_500(a, b, proxy, a_looks=False)
         for rid in ("r1", "r2"):
             assert await a.reserve(rid, [Hold(GLOBAL, 150, 1000)], 600, now=0) is None
             await a.settle(rid, {GLOBAL: 100})
         assert await a.get_counters([GLOBAL]) == [700]  # Redis's
         assert await b.get_counters([GLOBAL]) == [500]
-        if then == "joins":
-            a._watch_at = -math.inf  # its next call, after an idle spell, waits for the look
-        else:
-            redis_server.stop()
+        a_moves(a, redis_server, then)
         assert await a.get_counters([GLOBAL]) == [700]
         assert a.using == 1 and a._joined == (then == "joins")
         assert await b.get_counters([GLOBAL]) == [700]
@@ -392,13 +400,9 @@ async def test_a_process_that_moves_to_postgres_holds_its_calls_in_flight_there_
     # long in coming): meanwhile b would admit 400 more, and a's call could pass the limit as it
     # settles.
     async with one_cut_off(redis_server, pg_url) as (a, b, proxy):
-        a._watch_at = math.inf
-        await b_cut_off_at_500(a, b, proxy)
+        await b_cut_off_at_500(a, b, proxy, a_looks=False)
         assert await a.reserve("ra", [Hold(GLOBAL, 300, 1000)], 600, now=0) is None
-        if then == "joins":
-            a._watch_at = -math.inf
-        else:
-            redis_server.stop()
+        a_moves(a, redis_server, then)
         assert await a.get_counters([GLOBAL]) == [800]
         assert a.using == 1
         assert await b.reserve("rb", [Hold(GLOBAL, 201, 1000)], 600, now=0) == GLOBAL
@@ -415,8 +419,7 @@ async def test_a_settle_on_redis_that_ends_after_the_move_to_postgres_is_counted
     # store's settle is held back in the test to keep the call in flight: the server is real.)
     direct = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
     async with direct, one_cut_off(redis_server, pg_url) as (a, b, proxy):
-        a._watch_at = math.inf
-        await b_cut_off_at_500(a, b, proxy)
+        await b_cut_off_at_500(a, b, proxy, a_looks=False)
         assert await a.reserve("r1", [Hold(GLOBAL, 150, 1000)], 600, now=0) is None
         gate, sent = asyncio.Event(), asyncio.Event()
         settle = a.stores[0].settle
@@ -429,7 +432,7 @@ async def test_a_settle_on_redis_that_ends_after_the_move_to_postgres_is_counted
         a.stores[0].settle = held_back  # type: ignore[method-assign]
         settling = asyncio.create_task(a.settle("r1", {GLOBAL: 100}))
         await sent.wait()
-        a._watch_at = -math.inf
+        a_moves(a, redis_server, "joins")
         assert await a.get_counters([GLOBAL]) == [500]  # on Postgres now; r1 not settled yet
         assert a.using == 1
         gate.set()
