@@ -123,8 +123,8 @@ async def _attempt(
     except ProviderError as error:
         cost = d.prices.cost(spec.model, error.usage)
         d.router.failed(spec, d.clock().timestamp(), error.retry_after)  # the bot's clock, as chain() reads it
-        await _record(turn, spec, kind, Status.ERROR, error.usage, cost, started, error=str(error))
-        await _settle(turn, reservation, cost, error.usage.total_tokens)
+        row = await _record(turn, spec, kind, Status.ERROR, error.usage, cost, started, error=str(error))
+        await _settle(turn, reservation, cost, error.usage.total_tokens, row)
         d.log.warning("call failed, trying the next model: %s", error)
         return None
     except BaseException:
@@ -140,17 +140,17 @@ async def _attempt(
     cost = d.prices.cost(spec.model, result.usage)
     d.router.succeeded(spec)
     # The row first: the ledger is the truth, and counters are rebuilt from it.
-    await _record(turn, spec, kind, Status.OK, result.usage, cost, started)
-    await _settle(turn, reservation, cost, result.usage.total_tokens)
+    row = await _record(turn, spec, kind, Status.OK, result.usage, cost, started)
+    await _settle(turn, reservation, cost, result.usage.total_tokens, row)
     return Outcome(result, spec, cost, over_budget=False)
 
 
-async def _settle(turn: Turn, reservation: Reservation, cost: Decimal, tokens: int) -> None:
+async def _settle(turn: Turn, reservation: Reservation, cost: Decimal, tokens: int, row: str) -> None:
     """Settle, retried: a hot store that stays down lets the reservation expire instead, and the
-    counter is rebuilt from the ledger (which has the row) when its key is seeded again."""
+    counter is rebuilt from the ledger (which has the row, ``row``) when its key is seeded again."""
     for wait in (0.05, 0.2, None):
         try:
-            await turn.deps.budget.settle(reservation, cost, tokens)
+            await turn.deps.budget.settle(reservation, cost, tokens, row=row)
             return
         except Exception as error:
             if wait is None:
@@ -169,22 +169,25 @@ async def _record(
     started: float,
     *,
     error: str | None = None,
-) -> None:
-    await record_attempt(
+) -> str:
+    """Record the attempt's ai_request row; returns its id."""
+    row = await record_attempt(
         turn, kind=kind, provider=spec.provider, model=spec.model, status=status, usage=usage, cost=cost,
         latency_ms=int((time.perf_counter() - started) * 1000), tier=spec.tier.value, error=error,
         reason=turn.outcomes.get("choose"),
     )  # fmt: skip
     metrics.observe_call(turn.inbound.channel, spec.provider, spec.model, status, usage, cost)
+    return row
 
 
-async def record_attempt(turn: Turn, **fields: Any) -> None:
+async def record_attempt(turn: Turn, **fields: Any) -> str:
     """One ai_request row for this turn's message (DESIGN invariant 3); ``fields`` are the
-    attempt's own (provider, model, status, usage, cost...)."""
+    attempt's own (provider, model, status, usage, cost...). Returns the row's id."""
+    row = uuid.uuid4().hex
     await turn.deps.recorder.record(
         [
             AIRequest(
-                request_id=uuid.uuid4().hex,
+                request_id=row,
                 created_at=turn.now,
                 user_key=turn.user,
                 channel=turn.inbound.channel,
@@ -194,3 +197,4 @@ async def record_attempt(turn: Turn, **fields: Any) -> None:
             )
         ]
     )
+    return row

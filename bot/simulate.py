@@ -10,7 +10,7 @@ The clock follows the workload's timestamps, so budget days and months roll over
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -76,6 +76,9 @@ class _Tap:
 
     async def spend(self, user_key: str | None, start: datetime, end: datetime) -> Spend:
         return await self.inner.spend(user_key, start, end)
+
+    async def recorded(self, request_ids: Collection[str]) -> set[str]:
+        return await self.inner.recorded(request_ids)
 
     async def flush(self) -> int:
         return await self.inner.flush()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -97,6 +97,10 @@ class Ledger(Protocol):
     """Where spend is read from to seed counters: the ledger, with rows still in flight."""
 
     async def spend(self, user_key: str | None, start: datetime, end: datetime) -> Spend: ...
+
+    async def recorded(self, request_ids: Collection[str]) -> set[str]:
+        """Which of these ai_request rows a ``spend`` begun after this returns has counted."""
+        ...
 
 
 class Budget:
@@ -200,11 +204,18 @@ class Budget:
         )
 
     async def _seed(self, missing: Sequence[PlanRow], user: str) -> None:
-        for scope, unit, window, key, _ in missing:
+        # What settles left out of these counters while they did not exist, by ledger row: such a
+        # row may still be in its process's outbox, out of the sum. Read before the ledger is asked,
+        # so a row it has by then is in the sum read after it; the others are added.
+        logs = await self.hot.left_out([row[3] for row in missing])
+        for (scope, unit, window, key, _), logged in zip(missing, logs, strict=True):
+            found = await self.ledger.recorded(logged.keys()) if logged else set()
             spend = await self.ledger.spend(user if scope is Scope.USER else None, window.start, window.end)
-            value = spend.nanos if unit is Unit.USD else spend.tokens
+            value = (spend.nanos if unit is Unit.USD else spend.tokens) + sum(
+                amount for row, amount in logged.items() if row not in found
+            )
             ttl = int((window.end - window.start).total_seconds()) + 86_400
-            await self.hot.seed_counter(key, value, ttl)
+            await self.hot.seed_counter(key, value, ttl, seen=logged.keys())
 
     def admission(
         self,
@@ -259,10 +270,13 @@ class Budget:
             return None
         return Reservation(rid, tuple((m.key, m.unit) for m in meters))
 
-    async def settle(self, reservation: Reservation, cost: Decimal, tokens: int) -> None:
-        """Replace the held worst case by what the call really cost (zero for a failed call)."""
+    async def settle(self, reservation: Reservation, cost: Decimal, tokens: int, *, row: str | None = None) -> None:
+        """Replace the held worst case by what the call really cost (zero for a failed call);
+        ``row``: the call's ai_request row, recorded before (for a counter deleted meanwhile:
+        ``HotStore.left_out``)."""
         nanos = to_nano(cost)
-        await self.hot.settle(reservation.id, {k: nanos if u is Unit.USD else tokens for k, u in reservation.keys})
+        amounts = {k: nanos if u is Unit.USD else tokens for k, u in reservation.keys}
+        await self.hot.settle(reservation.id, amounts, row=row)
 
     async def release(self, reservation: Reservation) -> None:
         await self.settle(reservation, Decimal(0), 0)

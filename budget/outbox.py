@@ -17,7 +17,7 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -38,6 +38,8 @@ class Recorder(Protocol):
 
     async def spend(self, user_key: str | None, start: datetime, end: datetime) -> Spend: ...
 
+    async def recorded(self, request_ids: Collection[str]) -> set[str]: ...
+
     async def flush(self) -> int: ...
 
     async def aclose(self) -> None: ...
@@ -54,6 +56,9 @@ class DirectRecorder:
 
     async def spend(self, user_key: str | None, start: datetime, end: datetime) -> Spend:
         return await self.db.spend(user_key, start, end)
+
+    async def recorded(self, request_ids: Collection[str]) -> set[str]:
+        return await self.db.recorded(request_ids)
 
     async def flush(self) -> int:
         return 0
@@ -165,6 +170,16 @@ class OutboxRecorder:
             args.append(user_key)
         nanos, tokens = self._local.execute(sql, args).fetchone()
         return Spend(stored.nanos + int(nanos), stored.tokens + int(tokens))
+
+    async def recorded(self, request_ids: Collection[str]) -> set[str]:
+        """Rows in this outbox (a later ``spend`` counts them, waiting or flushed meanwhile), then
+        those in the ledger: looked up in that order, a row flushed and dropped between is found."""
+        ids = list(request_ids)
+        marks = ",".join("?" * len(ids))
+        rows = self._local.execute(f"select request_id from outbox where request_id in ({marks})", ids).fetchall()
+        here = {r for (r,) in rows}
+        rest = [r for r in ids if r not in here]
+        return here | (await self.db.recorded(rest) if rest else set())
 
     async def flush(self) -> int:
         """Write every waiting row to the ledger; returns how many. Raises if the ledger is down."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -48,6 +48,11 @@ class HitRead(NamedTuple):
     unchecked: bool = False
 
 
+# How long a counter's log of left-out amounts (``HotStore.left_out``) is kept without a seed: its
+# rows are in the ledger long before, and a seed then finds them there.
+LEFT_OUT_TTL_S = 2 * 86_400
+
+
 class HotStore(Protocol):
     """Hot counters, the rate limiter and the answer cache: in process (``memory://``) or Redis.
 
@@ -63,8 +68,17 @@ class HotStore(Protocol):
         """Current values; None for a counter that does not exist yet (to be seeded)."""
         ...
 
-    async def seed_counter(self, key: str, value: int, ttl_s: int) -> bool:
-        """Set a counter from the ledger unless it already exists; True if it did."""
+    async def seed_counter(self, key: str, value: int, ttl_s: int, *, seen: Collection[str] | None = None) -> bool:
+        """Set a counter from the ledger unless it already exists; True if it did. With ``seen``,
+        ``value`` counts the rows of ``left_out`` named there, and the store adds in the same step
+        the amounts of any other row left out of the counter since (the ledger sum may lack it: a
+        budget reached a little early at worst, never passed); the counter's log is then cleared."""
+        ...
+
+    async def left_out(self, keys: Sequence[str]) -> list[dict[str, int]]:
+        """For each counter, the amounts a ``settle`` with a ``row`` left out of it while it did not
+        exist, by row id ({} if none): the ledger row of such a call may not be in a seed's sum yet
+        (it waits in its process's outbox), so the seed asks the ledger and adds what it lacks."""
         ...
 
     async def set_counters(self, values: Mapping[str, int], ttl_s: int) -> None:
@@ -86,11 +100,13 @@ class HotStore(Protocol):
         ...
 
     async def settle(
-        self, reservation_id: str, actual: Mapping[str, int], *, seeded_only: bool = False
+        self, reservation_id: str, actual: Mapping[str, int], *, seeded_only: bool = False, row: str | None = None
     ) -> list[str]:
         """Replace a reservation's held amounts by what was really spent (0 for a release), in one
         atomic step. With ``seeded_only``, a counter that does not exist is neither created nor
-        changed (a hold on it went with it); returns those keys, left out. Else returns []."""
+        changed (a hold on it went with it); returns those keys, left out. Else returns []. With a
+        ``row`` (the call's ai_request id), an amount left out is logged for the counter's next
+        seed (``left_out``), in the same step."""
         ...
 
     async def hit(self, key: str, limit: int, window_s: float, now: float) -> float:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -46,6 +46,10 @@ class Database(Protocol):
 
     async def spend(self, user_key: str | None, start: datetime, end: datetime) -> Spend:
         """What the ledger holds for a user (None: everyone) in [start, end)."""
+        ...
+
+    async def recorded(self, request_ids: Collection[str]) -> set[str]:
+        """Which of these ai_request rows the ledger holds."""
         ...
 
     async def requests(self, start: datetime, end: datetime, user_key: str | None = None) -> list[AIRequest]: ...

@@ -96,6 +96,20 @@ k) A process that cannot reach the primary says so on the fallback (``DOWN_KEY``
    way to the primary at the move is added once it lands. Where the seed had a call, it counts
    twice (a budget reached a little early, never passed).
 
+And across processes, so that a call left out of a missing counter is in its next seed:
+
+l) A settle that leaves a call out of a counter missing on the store in use (e) logs the amount
+   there under the call's ledger row, in the same step (``HotStore.left_out``; Budget passes the
+   row, which bot/calls.py records first). The call's row may still wait in its process's outbox,
+   out of the sum another process seeds the counter from, and (j) sees only this process's
+   seeds. So a seed (Budget._seed) reads the counter's log, asks the ledger which of its rows it
+   has (rows in the seeding process's own outbox included), sums the ledger, and adds the rest;
+   the store's seed adds, in the same step, any row logged after that read, and clears the log.
+   A row the ledger has is counted once; one it may lack is added (counted twice only where a row
+   logged after the read was in the sum: a budget reached a little early, never passed). It costs
+   one read of the logs when a message seeds counters, and a ledger lookup only when a log has
+   rows, around a switch.
+
 Limits:
 
 - A partition that cuts off only some processes is counted on one store only once the others
@@ -119,11 +133,8 @@ Limits:
   left out. With the row first and rule (j), 60 drill runs of 60 are exact.
 - Across processes, (j) is not known: a call recorded by one process and settled after another
   process seeded the counter from a sum that has the row counts twice (a budget reached a little
-  early, never passed). And a seed sums only its own process's outbox rows still waiting, so
-  around a switch back a settle left out on a missing counter can be missing from another
-  process's seed: that call under-counts until the period ends. Closing both needs a seed that
-  knows which settles it has (a per-counter log of settled amounts with their row ids), not
-  built yet.
+  early, never passed). Closing it needs a seed that knows which settles landed on the counter
+  (a log of settled amounts with their row ids, not only of those left out as in l), not built.
 """
 
 from __future__ import annotations
@@ -679,7 +690,7 @@ class FailoverHotStore:
         _READ_AT.set((id(self), self._switches))  # for this task's seeds (rule i)
         return values
 
-    async def seed_counter(self, key: str, value: int, ttl_s: int) -> bool:
+    async def seed_counter(self, key: str, value: int, ttl_s: int, *, seen: Collection[str] | None = None) -> bool:
         self._ticks += 1  # before any await: the ledger sum ``value`` was read just now (rule j)
         tick = self._ticks
         read_at = _READ_AT.get()
@@ -696,7 +707,7 @@ class FailoverHotStore:
             flying = self._flying[i].setdefault(key, set())
             flying.add(answered)
             try:
-                wrote = await self.stores[i].seed_counter(self._k(i, key), value, ttl_s)
+                wrote = await self.stores[i].seed_counter(self._k(i, key), value, ttl_s, seen=seen)
                 if wrote and self._settling and min(self._settling) < tick:
                     self._seeded_at[i][key] = tick  # settles begun before it must not add what it has (j)
             finally:
@@ -707,6 +718,9 @@ class FailoverHotStore:
             return wrote
 
         return await self._run(on)
+
+    async def left_out(self, keys: Sequence[str]) -> list[dict[str, int]]:
+        return await self._run(lambda i: self.stores[i].left_out([self._k(i, k) for k in keys]))
 
     async def set_counters(self, values: Mapping[str, int], ttl_s: int) -> None:
         async def on(i: int) -> None:
@@ -754,7 +768,7 @@ class FailoverHotStore:
         return await self._run(on)
 
     async def settle(
-        self, reservation_id: str, actual: Mapping[str, int], *, seeded_only: bool = True
+        self, reservation_id: str, actual: Mapping[str, int], *, seeded_only: bool = True, row: str | None = None
     ) -> list[str]:
         self._ticks += 1  # before any await: the caller has recorded the call's row by now (rule j)
         began = self._ticks
@@ -762,10 +776,10 @@ class FailoverHotStore:
         async def on(i: int) -> None:
             held = self._open.get(reservation_id)
             if held is None:
-                await self._settle_on(i, reservation_id, actual, {}, began)
+                await self._settle_on(i, reservation_id, actual, {}, began, row)
                 return
             async with held.lock:  # never at the same time as a carry of it
-                await self._settle_on(i, reservation_id, actual, held.at, began)
+                await self._settle_on(i, reservation_id, actual, held.at, began, row)
                 self._open.pop(reservation_id, None)
 
         self._settling.add(began)
@@ -787,12 +801,19 @@ class FailoverHotStore:
                     del marks[key]
 
     async def _settle_on(
-        self, i: int, reservation_id: str, actual: Mapping[str, int], at: Mapping[str, tuple[int, str]], began: int
+        self,
+        i: int,
+        reservation_id: str,
+        actual: Mapping[str, int],
+        at: Mapping[str, tuple[int, str]],
+        began: int,
+        row: str | None,
     ) -> None:
         """Settle on store ``i`` (rules b, e and j), one step per reservation id: each amount goes
         to the id that holds its key here; a key held on the other store, or by no reservation of
         ours, goes with the original id, which adds only the actual. A counter missing there is
-        left out by the store in that same step (e)."""
+        left out by the store in that same step (e), and logged under the call's ``row`` for its
+        next seed (l)."""
         switches = self._switches
         if i == 1:
             self._written.update(actual)
@@ -809,7 +830,7 @@ class FailoverHotStore:
         added: dict[str, int] = {}
         for rid, amounts in parts.items():
             named = {self._k(i, k): a for k, a in amounts.items()}
-            left_out = await self.stores[i].settle(rid, named, seeded_only=True)
+            left_out = await self.stores[i].settle(rid, named, seeded_only=True, row=row)
             added.update((k, a) for k, a in amounts.items() if self._k(i, k) not in left_out)
         # A seed sent after this settle began can still land before its write: then both counted
         # the call, and the settle's amount is taken back (a step more, only around a switch).

@@ -7,7 +7,7 @@ is atomic, which is what reserve needs. Counters are rebuilt from the ledger aft
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from budget.stores.base import Admit, HitRead, Hold
 
@@ -24,15 +24,21 @@ class MemoryHotStore:
         self._reservations: dict[str, tuple[float, list[tuple[str, int]]]] = {}
         self._windows: dict[str, deque[float]] = {}
         self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._left: dict[str, dict[str, int]] = {}  # counter: {row: amount} left out of it (HotStore.left_out)
 
     async def get_counters(self, keys: Sequence[str]) -> list[int | None]:
         return [self._counters.get(k) for k in keys]
 
-    async def seed_counter(self, key: str, value: int, ttl_s: int) -> bool:
+    async def seed_counter(self, key: str, value: int, ttl_s: int, *, seen: Collection[str] | None = None) -> bool:
         if key in self._counters:
             return False
+        if seen is not None:
+            value += sum(a for row, a in self._left.pop(key, {}).items() if row not in seen)
         self._counters[key] = value
         return True
+
+    async def left_out(self, keys: Sequence[str]) -> list[dict[str, int]]:
+        return [dict(self._left.get(k, {})) for k in keys]
 
     async def set_counters(self, values: Mapping[str, int], ttl_s: int) -> None:
         self._counters.update(values)
@@ -62,13 +68,17 @@ class MemoryHotStore:
         return None
 
     async def settle(
-        self, reservation_id: str, actual: Mapping[str, int], *, seeded_only: bool = False
+        self, reservation_id: str, actual: Mapping[str, int], *, seeded_only: bool = False, row: str | None = None
     ) -> list[str]:
         _, held = self._reservations.pop(reservation_id, (0.0, []))
         held_by_key: dict[str, int] = {}
         for key, amount in held:
             held_by_key[key] = held_by_key.get(key, 0) + amount
         left_out = [k for k in actual if k not in self._counters] if seeded_only else []
+        if row is not None:  # kept for the process's lifetime: an in-process store has no expiry
+            for key in left_out:
+                if actual[key]:
+                    self._left.setdefault(key, {})[row] = actual[key]
         for key in (held_by_key.keys() | actual.keys()) - set(left_out):
             if seeded_only and key not in self._counters:
                 continue  # a held counter deleted since: the hold went with it

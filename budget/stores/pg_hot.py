@@ -30,11 +30,11 @@ are named per outage (``<key>#<epoch>``): those of past outages go the same way,
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from budget.stores.base import Admit, HitRead, Hold
+from budget.stores.base import LEFT_OUT_TTL_S, Admit, HitRead, Hold
 from budget.stores.postgres import Pool, _split_url
 
 T = TypeVar("T")
@@ -115,6 +115,7 @@ class PostgresHotStore:
         s = f'"{self.schema}".' if self.schema else ""
         self._counters, self._reservations = f"{s}hot_counters", f"{s}hot_reservations"
         self._events, self._cache, self._use = f"{s}hot_events", f"{s}hot_cache", f"{s}hot_cache_use"
+        self._left = f"{s}hot_left_out"
         # One entry's use: a live one becomes the most recently used, an expired one goes.
         self._cache_use_sql = (
             f"with used as (update {self._cache} set last_used = nextval('{self._use}')"
@@ -178,7 +179,9 @@ class PostgresHotStore:
         found = {r["key"]: int(r["value"]) for r in rows}
         return [found.get(k) for k in keys]
 
-    async def seed_counter(self, key: str, value: int, ttl_s: int) -> bool:
+    async def seed_counter(self, key: str, value: int, ttl_s: int, *, seen: Collection[str] | None = None) -> bool:
+        if seen is not None:
+            return await self._seed_with_log(key, _whole(value), ttl_s, list(seen))
         pool = await self._conn_pool()
         status = await pool.execute(
             f"insert into {self._counters} as c (key, value, expires_at)"
@@ -188,6 +191,43 @@ class PostgresHotStore:
             key, _whole(value), _ttl(ttl_s),
         )  # fmt: skip
         return bool(status == "INSERT 0 1")
+
+    async def _seed_with_log(self, key: str, value: int, ttl_s: int, seen: list[str]) -> bool:
+        """The seed with its counter's log (``HotStore.left_out``): the counter's row is locked
+        first, so a settle of it (which locks it too) either logged before the log is read, in a
+        statement after the lock, or waits and finds the counter there."""
+
+        async def work(conn: Any) -> bool:
+            counters = await self._lock(conn, [key], [key])
+            if key in counters.live:
+                await counters.write(conn)  # nothing changed: only a row inserted here goes
+                return False
+            added = await conn.fetchval(
+                f"with gone as (delete from {self._left} where key = $1 returning row_id, amount, expires_at)"
+                " select coalesce(sum(amount), 0) from gone where expires_at > now() and row_id <> all($2::text[])",
+                key, seen,
+            )  # fmt: skip
+            await conn.execute(
+                f"update {self._counters} set value = $2, expires_at = now() + make_interval(secs => $3)"
+                " where key = $1",
+                key, value + int(added), _ttl(ttl_s),
+            )  # fmt: skip
+            return True
+
+        return await self._transaction(work)
+
+    async def left_out(self, keys: Sequence[str]) -> list[dict[str, int]]:
+        if not keys:
+            return []
+        pool = await self._conn_pool()
+        rows = await pool.fetch(
+            f"select key, row_id, amount from {self._left} where key = any($1::text[]) and expires_at > now()",
+            list(keys),
+        )
+        found: dict[str, dict[str, int]] = {}
+        for r in rows:
+            found.setdefault(r["key"], {})[r["row_id"]] = int(r["amount"])
+        return [found.get(k, {}) for k in keys]
 
     async def set_counters(self, values: Mapping[str, int], ttl_s: int) -> None:
         pool = await self._conn_pool()
@@ -290,7 +330,7 @@ class PostgresHotStore:
         return await self._transaction(work)
 
     async def settle(
-        self, reservation_id: str, actual: Mapping[str, int], *, seeded_only: bool = False
+        self, reservation_id: str, actual: Mapping[str, int], *, seeded_only: bool = False, row: str | None = None
     ) -> list[str]:
         for v in actual.values():
             _whole(v)
@@ -311,6 +351,15 @@ class PostgresHotStore:
             for r in held:
                 if r["key"] not in gone:
                     counters.add(r["key"], -int(r["amount"]))
+            logged = [k for k in actual if k in gone and actual[k]] if row is not None else []
+            if logged:  # for the counter's next seed (left_out), while its row is locked here
+                await conn.execute(
+                    f"insert into {self._left} (key, row_id, amount, expires_at)"
+                    " select k, $2, a, now() + make_interval(secs => $4)"
+                    " from unnest($1::text[], $3::bigint[]) as t(k, a) on conflict (key, row_id)"
+                    " do update set amount = excluded.amount, expires_at = excluded.expires_at",
+                    logged, row, [actual[k] for k in logged], float(LEFT_OUT_TTL_S),
+                )  # fmt: skip
             await counters.write(conn)
             return [k for k in actual if k in gone]
 
@@ -456,13 +505,14 @@ class PostgresHotStore:
 
     async def purge(self, now: float, max_window_s: float = 86_400.0) -> int:
         """Delete what nothing reads again: counters past their ttl, rate-limit events older than
-        ``max_window_s`` and expired cache entries. Returns how many rows went."""
+        ``max_window_s``, expired cache entries and left-out logs. Returns how many rows went."""
 
         async def work(conn: Any) -> int:
             statuses = [
                 await conn.execute(f"delete from {self._counters} where expires_at <= now()"),
                 await conn.execute(f"delete from {self._events} where at <= $1", float(now - max_window_s)),
                 await conn.execute(f"delete from {self._cache} where expires_at <= $1", float(now)),
+                await conn.execute(f"delete from {self._left} where expires_at <= now()"),
             ]
             return sum(int(s.split()[-1]) for s in statuses)
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from importlib import resources
@@ -331,6 +331,13 @@ class PostgresDatabase:
             args.append(user_key)
         row = await pool.fetchrow(sql, *args)
         return Spend(int(Decimal(row["cost"]) * 1_000_000_000), int(row["tokens"]))
+
+    async def recorded(self, request_ids: Collection[str]) -> set[str]:
+        pool = await self._conn_pool()
+        rows = await pool.fetch(
+            f"select request_id from {self.s}ai_requests where request_id = any($1::text[])", list(request_ids)
+        )
+        return {r["request_id"] for r in rows}
 
     async def requests(self, start: datetime, end: datetime, user_key: str | None = None) -> list[AIRequest]:
         pool = await self._conn_pool()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from functools import cache
 from importlib.resources import files
 from typing import Any
@@ -36,7 +36,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from budget.stores.base import Admit, HitRead, Hold
+from budget.stores.base import LEFT_OUT_TTL_S, Admit, HitRead, Hold
 
 # The pool waits up to POOL_TIMEOUT_S for a connection rather than raising at once, as the default
 # pool does past its size: a burst of messages queues instead of failing.
@@ -75,6 +75,10 @@ class LeanConnection(Connection):
                 return super().pack_command(*args)
             parts.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
         return [b"".join(parts)]
+
+
+# A counter's log of amounts settles left out of it while it did not exist (settle.lua, seed.lua).
+_LEFT = "~left"
 
 
 # Scripts that reserve: sent after reserve_core.lua, which holds the reservation step they share.
@@ -161,6 +165,7 @@ class RedisHotStore:
         self.redis: Redis = Redis.from_pool(pool)
         self._reserve = self.redis.register_script(script_source("reserve"))
         self._settle = self.redis.register_script(script_source("settle"))
+        self._seed = self.redis.register_script(script_source("seed"))
         self._hit = self.redis.register_script(script_source("hit"))
         self._hit_get = self.redis.register_script(script_source("hit_get"))
         self._cache_get = self.redis.register_script(script_source("cache_get"))
@@ -184,8 +189,21 @@ class RedisHotStore:
         values: list[Any] = await self.redis.mget([self._k(k) for k in keys])
         return [None if v is None else int(v) for v in values]
 
-    async def seed_counter(self, key: str, value: int, ttl_s: int) -> bool:
-        return bool(await self.redis.set(self._k(key), _whole(value), nx=True, ex=max(1, int(ttl_s))))
+    async def seed_counter(self, key: str, value: int, ttl_s: int, *, seen: Collection[str] | None = None) -> bool:
+        if seen is None:
+            return bool(await self.redis.set(self._k(key), _whole(value), nx=True, ex=max(1, int(ttl_s))))
+        named = self._k(key)
+        args: list[str | int] = [_whole(value), max(1, int(ttl_s)), *seen]
+        return bool(await self._seed(keys=[named, named + _LEFT], args=args))
+
+    async def left_out(self, keys: Sequence[str]) -> list[dict[str, int]]:
+        if not keys:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(self._k(key) + _LEFT)
+            logs: list[dict[str, str]] = await pipe.execute()
+        return [{row: int(amount) for row, amount in log.items()} for log in logs]
 
     async def set_counters(self, values: Mapping[str, int], ttl_s: int) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -217,11 +235,12 @@ class RedisHotStore:
         return None if refused == 0 else holds[refused - 1].key
 
     async def settle(
-        self, reservation_id: str, actual: Mapping[str, int], *, seeded_only: bool = False
+        self, reservation_id: str, actual: Mapping[str, int], *, seeded_only: bool = False, row: str | None = None
     ) -> list[str]:
         names = list(actual)
         keys = [self._due, self._held_prefix + reservation_id, *(self._k(k) for k in names)]
-        args = [reservation_id, "1" if seeded_only else "0", *(_whole(actual[k]) for k in names)]
+        args = [reservation_id, "1" if seeded_only else "0", row or "", LEFT_OUT_TTL_S]
+        args += [_whole(actual[k]) for k in names]
         left_out = await self._settle(keys=keys, args=args)
         return [names[int(i) - 1] for i in left_out]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from importlib import resources
@@ -124,6 +124,12 @@ class SQLiteDatabase:
             args.append(user_key)
         nanos, tokens = self._db.execute(sql, args).fetchone()
         return Spend(int(nanos), int(tokens))
+
+    async def recorded(self, request_ids: Collection[str]) -> set[str]:
+        ids = list(request_ids)
+        marks = ",".join("?" * len(ids))
+        rows = self._db.execute(f"select request_id from ai_requests where request_id in ({marks})", ids)
+        return {r for (r,) in rows.fetchall()}
 
     async def requests(self, start: datetime, end: datetime, user_key: str | None = None) -> list[AIRequest]:
         sql = f"select {_AI_COLUMNS} from ai_requests where created_at >= ? and created_at < ?"

@@ -13,7 +13,7 @@ The key goes only into the ``apikey`` and ``Authorization`` headers; errors neve
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -201,6 +201,13 @@ class SupabaseDatabase:
         params = {"p_user_key": user_key, "p_start": start.isoformat(), "p_end": end.isoformat()}
         (row,) = await self._rpc("pennybot_spend", params)
         return Spend(int(Decimal(row["cost_usd"]) * NANOS_PER_USD), int(row["tokens"]))
+
+    async def recorded(self, request_ids: Collection[str]) -> set[str]:
+        ids = list(request_ids)
+        if not ids:
+            return set()
+        query = self._table("ai_requests").select("request_id").in_("request_id", ids)
+        return {row["request_id"] for row in (await self._run("recorded", query)).data}
 
     async def requests(self, start: datetime, end: datetime, user_key: str | None = None) -> list[AIRequest]:
         def build() -> Any:

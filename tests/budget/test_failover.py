@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -20,13 +21,15 @@ import redis.exceptions
 
 from budget.ledger import Budget, Limits
 from budget.money import to_nano
+from budget.outbox import OutboxRecorder
 from budget.periods import Calendar
-from budget.records import Spend
+from budget.records import AIRequest, Kind, Spend, Status
 from budget.stores import Admit, HitRead, Hold
 from budget.stores.failover import DOWN_KEY, EPOCH_KEY, FailoverHotStore, StoresUnavailable
 from budget.stores.pg_hot import PostgresHotStore
 from budget.stores.postgres import PostgresDatabase
 from budget.stores.redis import RedisHotStore
+from providers.base import Usage
 from tests.budget.test_hot_store import pg_schema
 from tests.conftest import require_server
 from tests.drills.network import Partition, Tarpit
@@ -581,10 +584,12 @@ async def test_a_settle_leaves_out_a_counter_seeded_after_it_began(redis_server:
         write = primary.settle
         slow: list[asyncio.Event] = []
 
-        async def slow_settle(rid: str, actual: dict[str, int], *, seeded_only: bool) -> list[str]:
+        async def slow_settle(
+            rid: str, actual: dict[str, int], *, seeded_only: bool, row: str | None = None
+        ) -> list[str]:
             if slow:  # the real settle, behind a slow network
                 await slow.pop().wait()
-            return await write(rid, actual, seeded_only=seeded_only)
+            return await write(rid, actual, seeded_only=seeded_only, row=row)
 
         primary.settle = slow_settle  # type: ignore[method-assign]
         for rid, actual, ledger in (("late", 30, 130), ("early", 20, 150)):
@@ -777,6 +782,50 @@ class Ledger:
 
     def total(self, user_key: str | None = None) -> int:
         return sum(n for u, n in self.rows if user_key is None or u == user_key)
+
+
+def call_row(request_id: str, cost: str, tokens: int) -> AIRequest:
+    return AIRequest(
+        request_id=request_id, created_at=NOW, user_key="console:a", channel="console", message_id=request_id,
+        kind=Kind.ANSWER, provider="openai", model="gpt-4o-mini", status=Status.OK,
+        usage=Usage(input_tokens=tokens, output_tokens=0), cost=Decimal(cost),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("landed", [False, True], ids=["row-in-its-outbox", "row-landed"])
+async def test_a_call_left_out_of_a_deleted_counter_is_in_its_next_seed_from_another_process(
+    redis_server: ThrowawayRedis, pg_url: str, tmp_path: Path, landed: bool
+) -> None:
+    # b's call is in flight when a switch back deletes the counters on Redis (rule a); b records its
+    # row (to its outbox: the ledger gets it in the background) and settles, which leaves every
+    # counter out (e). a's next message seeds them from the ledger. Before the log (rule l), a's sum
+    # lacked the row while it waited in b's outbox, and the call was never counted for the rest of
+    # the month; with the log, a adds it, and only once when the row is in the ledger already.
+    db = PostgresDatabase(pg_url)
+    a_hot, b_hot = failover(redis_server.url, pg_url), failover(redis_server.url, pg_url)
+    a_ledger = OutboxRecorder(db, tmp_path / "a.db")
+    limits = Limits(user_monthly_usd=Decimal(1), global_monthly_usd=Decimal(10))
+    a, b = (Budget(hot, a_ledger, Calendar("UTC"), limits, reservation_ttl_s=600) for hot in (a_hot, b_hot))
+    try:
+        await db.record([call_row("earlier", "0.0005", 40)])
+        meters = await b.meters("console:a", NOW)
+        assert [m.used for m in meters] == [500_000, 500_000, 40, 40, 500_000, 500_000]  # user $, tokens; bot $
+        reservation = await b.reserve(meters, Decimal("0.002"), 100, NOW)
+        assert reservation is not None
+        assert await a_hot._delete(b.counter_keys("console:a", NOW), None)  # another process's switch back
+        if landed:
+            await db.record([call_row("r1", "0.0003", 7)])
+        await b.settle(reservation, Decimal("0.0003"), 7, row="r1")  # recorded just before: bot/calls.py
+        used = [m.used for m in await a.meters("console:a", NOW)]
+        assert used == [800_000, 800_000, 47, 47, 800_000, 800_000]  # the call counted once (500,000 before)
+        await db.record([call_row("r1", "0.0003", 7)])  # b's outbox lands it (again: a no-op)
+        assert [m.used for m in await b.meters("console:a", NOW)] == used
+        assert await a_hot.left_out(b.counter_keys("console:a", NOW)) == [{}] * 6  # cleared by the seeds
+    finally:
+        await a_ledger.aclose()
+        await db.aclose()
+        await a_hot.aclose()
+        await b_hot.aclose()
 
 
 @pytest.mark.parametrize("processes", [1, 2])

@@ -112,6 +112,28 @@ async def test_seeded_only_settle_leaves_missing_counters_out(hot: HotStore) -> 
     assert await hot.get_counters(["gone"]) == [1]
 
 
+async def test_a_settle_logs_what_it_left_out_by_row_and_the_next_seed_adds_what_its_sum_may_lack(
+    hot: HotStore,
+) -> None:
+    await hot.seed_counter("k", 100, 60)
+    assert await hot.settle("r1", {"k": 20, "gone": 7, "zero": 0}, seeded_only=True, row="row1") == ["gone", "zero"]
+    assert await hot.settle("r2", {"gone": 5}, seeded_only=True, row="row2") == ["gone"]
+    assert await hot.settle("r3", {"gone": 11}, seeded_only=True) == ["gone"]  # no row (a release): not logged
+    assert await hot.left_out(["gone", "zero", "k"]) == [{"row1": 7, "row2": 5}, {}, {}]
+    # The seeder read the log (row1, row2) and asked the ledger: it had row1, so the sum (1,000) has
+    # row1's 7 and the seeder added row2's 5. Row3 was left out after that read: the store adds it.
+    assert await hot.settle("r4", {"gone": 13}, seeded_only=True, row="row3") == ["gone"]
+    assert await hot.seed_counter("gone", 1_000 + 5, 60, seen=["row1", "row2"])
+    assert await hot.get_counters(["gone", "k"]) == [1_018, 120]
+    assert await hot.left_out(["gone"]) == [{}]  # cleared with the seed
+    assert not await hot.seed_counter("gone", 0, 60, seen=[])  # there already: nothing changes
+    assert await hot.get_counters(["gone"]) == [1_018]
+    # A plain seed (a quota, the rate limit's) leaves a log alone.
+    assert await hot.settle("r5", {"other": 3}, seeded_only=True, row="row5") == ["other"]
+    assert await hot.seed_counter("other", 10, 60)
+    assert await hot.left_out(["other"]) == [{"row5": 3}]
+
+
 async def test_a_lost_reservation_expires(hot: HotStore) -> None:
     await hot.reserve("lost", [Hold("k", 100, 150)], ttl_s=30, now=0)
     assert await hot.reserve("x", [Hold("k", 100, 150)], 30, now=29) == "k"

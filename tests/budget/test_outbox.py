@@ -55,6 +55,21 @@ async def test_rows_reach_the_ledger_and_spend_counts_them_before(tmp_path: Path
     assert (await db.spend(None, T0, T0 + timedelta(days=1))).nanos == 246_912
 
 
+async def test_recorded_finds_rows_waiting_here_and_rows_in_the_ledger(tmp_path: Path) -> None:
+    db = open_database("memory://")
+    await db.migrate()
+    await db.record([row(1)])  # landed from elsewhere: another process's outbox
+    out = OutboxRecorder(db, tmp_path / "outbox.db")
+    out.start = lambda: None  # type: ignore[method-assign]  # no flush: row 2 waits here
+    await out.record([row(2)])
+    assert out.pending() == 1
+    assert await out.recorded(["r1", "r2", "r3"]) == {"r1", "r2"}
+    assert await out.recorded([]) == set()
+    assert await out.flush() == 1
+    assert await out.recorded(["r2"]) == {"r2"}
+    await out.aclose()
+
+
 async def flushed_out(out: OutboxRecorder) -> None:
     for _ in range(500):
         if out.pending() == 0:

@@ -13,7 +13,7 @@ MIGRATIONS = sorted(Path(__file__).parents[2].joinpath("supabase/migrations").gl
 POSTGRES_ONLY = {
     table: "the Postgres hot store (budget/stores/pg_hot.py) behind the Redis failover; an SQLite"
     " deployment is one process and keeps its hot store in memory (budget/stores/memory.py)"
-    for table in ("hot_cache", "hot_counters", "hot_events", "hot_reservations")
+    for table in ("hot_cache", "hot_counters", "hot_events", "hot_left_out", "hot_reservations")
 }
 
 

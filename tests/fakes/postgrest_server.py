@@ -28,6 +28,7 @@ writes them (``json_agg``), so a NUMERIC arrives as a JSON number, as from the r
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import socket
@@ -424,9 +425,9 @@ def _select_list(select: str) -> sql.Composable:
     return sql.SQL(", ").join(items)
 
 
-def _where(query: Sequence[tuple[str, str]]) -> tuple[sql.Composable, list[str]]:
+def _where(query: Sequence[tuple[str, str]]) -> tuple[sql.Composable, list[Any]]:
     clauses: list[sql.Composable] = []
-    values: list[str] = []
+    values: list[Any] = []
     for column, condition in query:
         if column in _RESERVED:
             continue
@@ -437,6 +438,9 @@ def _where(query: Sequence[tuple[str, str]]) -> tuple[sql.Composable, list[str]]
         elif op in _OPERATORS:
             clauses.append(sql.SQL("{} {} %s").format(target, sql.SQL(_OPERATORS[op])))
             values.append(value)
+        elif op == "in" and value.startswith("(") and value.endswith(")"):  # in.(a,"b,c"): PostgREST's list
+            clauses.append(sql.SQL("{} = any(%s)").format(target))
+            values.append([v.strip('"') for v in next(csv.reader([value[1:-1]]))] if value != "()" else [])
         else:
             raise _ApiError(400, "PGRST100", f'"failed to parse filter ({condition})"')
     if not clauses:
