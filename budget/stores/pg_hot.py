@@ -199,8 +199,7 @@ class PostgresHotStore:
 
         async def work(conn: Any) -> bool:
             counters = await self._lock(conn, [key], [key])
-            if key in counters.live:
-                await counters.write(conn)  # nothing changed: only a row inserted here goes
+            if key in counters.live:  # there already (a row inserted just now is never live)
                 return False
             added = await conn.fetchval(
                 f"with gone as (delete from {self._left} where key = $1 returning row_id, amount, expires_at)"
