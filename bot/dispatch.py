@@ -77,6 +77,11 @@ class Dispatcher:
         # down, so it could not be renewed); the sweep must not then start the same message again
         # here, which would answer, pay and reply twice.
         self._working: set[tuple[str, str]] = set()
+        # Messages whose done mark was written here lately (the newest ``MAX_READ_AHEAD``). A sweep
+        # can take one over as its mark lands (the database was back after a hang: the take-over
+        # committed first, the mark came back before the run it starts began); that run finds it
+        # here and does nothing, where it would send the stored replies again.
+        self._done: dict[Key, None] = {}
         # What the claim read of each claimed message's conversation, by user, for its run to use;
         # dropped once another message of the user finished here (it changed the conversation).
         self._read: dict[str, dict[tuple[str, str], Conversation]] = {}
@@ -174,11 +179,11 @@ class Dispatcher:
     def _claim_here(self, claim: Claim) -> bool:
         """Claim a message on this host: committed to the journal (so the webhook can be acknowledged),
         written to the database in the background. A redelivery to this process while the message
-        is kept or worked on here is dropped now; one to another process, by its run or by this
-        one's (``Once``)."""
+        is kept, worked on or done lately here is dropped now; one to another process, by its run or
+        by this one's (``Once``)."""
         assert self.journal is not None
         key = (claim.channel, claim.message_id)
-        if key in self._working or key in self._claims or not self.journal.claim(claim):
+        if key in self._working or key in self._done or key in self._claims or not self.journal.claim(claim):
             return False
         self._claims[key] = claim
         self._landings[key] = asyncio.get_running_loop().create_future()
@@ -309,6 +314,10 @@ class Dispatcher:
         replier = self.repliers[inbound.channel]
         key = (inbound.channel, inbound.message_id)
         if key in self._working:
+            return
+        if key in self._done:
+            log.info("message %s:%s was marked done here as a sweep took it over; not sent again", *key)
+            self._forget(key)  # what the take-over held of it
             return
         self._working.add(key)
         stop_renewing = self._hold_lease(inbound)
@@ -535,8 +544,7 @@ class Dispatcher:
                     continue
                 self.mark_failures = 0
                 for key in batch:
-                    del self._marks[key]
-                    self._forget(key)
+                    self._finished(key)
                 self._unkeep(list(batch))
                 if self._bump:
                     await self._new_versions()
@@ -561,6 +569,14 @@ class Dispatcher:
             return
         for user, old in zip(users, before, strict=True):
             self._copies.swapped(user, old, versions[user])
+
+    def _finished(self, key: Key) -> None:
+        """A message's done mark is written: it is done here, and remembered a while (``_done``)."""
+        del self._marks[key]
+        self._forget(key)
+        self._done[key] = None
+        if len(self._done) > MAX_READ_AHEAD:
+            del self._done[next(iter(self._done))]
 
     def _forget(self, key: Key) -> None:
         """A message is done here (marked done, another process took it over, or a redelivery)."""
@@ -628,8 +644,7 @@ class Dispatcher:
                 self._taken_over(key)
                 done.append(key)
             elif answer.done_at is not None:
-                del self._marks[key]
-                self._forget(key)
+                self._finished(key)
                 done.append(key)
         self._unkeep(done)
 
