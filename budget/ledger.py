@@ -208,8 +208,9 @@ class Budget:
         # row may still be in its process's outbox, out of the sum. Read before the ledger is asked,
         # so a row it has by then is in the sum read after it; the others are added.
         logs = await self.hot.left_out([row[3] for row in missing])
+        rows = set().union(*logs)
+        found = await self.ledger.recorded(rows) if rows else set()  # one lookup for every counter's log
         for (scope, unit, window, key, _), logged in zip(missing, logs, strict=True):
-            found = await self.ledger.recorded(logged.keys()) if logged else set()
             spend = await self.ledger.spend(user if scope is Scope.USER else None, window.start, window.end)
             value = (spend.nanos if unit is Unit.USD else spend.tokens) + sum(
                 amount for row, amount in logged.items() if row not in found
