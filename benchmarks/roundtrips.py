@@ -13,10 +13,9 @@ counted as it happens, nothing is assumed:
 
 Each event is attributed to the message whose task made it. A round trip is *synchronous* when
 the message's own task made it, or a task started during the message that finished before the
-message did (gathered work); anything else (the outbox flusher, a task left running) is
-*background*, and so is the work of the bot's background writers (``BACKGROUND``) whenever they
-end: a message's claim starts the dispatcher's writer, which can land it and end before the
-message does, though the message never waited for it.
+message did (gathered work); anything else (the outbox flusher, a task left running, the
+dispatcher's writer, which runs in a context of its own whichever message started it) is
+*background*.
 """
 
 from __future__ import annotations
@@ -33,8 +32,6 @@ from pathlib import Path
 from typing import Any
 
 MESSAGE: ContextVar[int | None] = ContextVar("pennybot_bench_message", default=None)
-# Coroutines that are background work whoever started them (by qualified name).
-BACKGROUND = frozenset({"Dispatcher._write_marks"})
 STORES = ("redis", "postgres", "sqlite")
 
 
@@ -89,9 +86,7 @@ class Tally:
         for event in self.events[self._begin :]:
             if event.message != self._message:
                 continue
-            owned = event.task is self._owner or (
-                event.task is not None and event.task.done() and not background(event.task)
-            )
+            owned = event.task is self._owner or (event.task is not None and event.task.done())
             if owned:
                 counted.sync[event.store] += 1
                 counted.labels[(event.store, event.label)] += 1
@@ -104,11 +99,6 @@ class Tally:
         """Everything counted while active that was not synchronous to some message."""
         every = Counter(e.store for e in self.events)
         return every - sync_total
-
-
-def background(task: asyncio.Task[Any]) -> bool:
-    """Whether the task runs one of the bot's background writers (``BACKGROUND``)."""
-    return getattr(task.get_coro(), "__qualname__", None) in BACKGROUND
 
 
 TALLY = Tally()

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from contextvars import Context
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -302,9 +303,11 @@ class Dispatcher:
         until = self._leases.get(key)
         return until is not None and self.pipeline.deps.clock() < until - timedelta(seconds=self.lease_s / 3)
 
-    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        """Run ``work`` in the background, tracked for ``drain``."""
-        task = asyncio.create_task(work)
+    def spawn(self, work: Coroutine[Any, Any, None], *, own_context: bool = False) -> asyncio.Task[None]:
+        """Run ``work`` in the background, tracked for ``drain``; with ``own_context``, in a context of
+        its own rather than a copy of the caller's (work of the dispatcher's, not of the message
+        that happened to start it)."""
+        task = asyncio.create_task(work, context=Context() if own_context else None)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -513,7 +516,7 @@ class Dispatcher:
 
     def _write_soon(self) -> None:
         if self._marking is None:
-            self._marking = self.spawn(self._write_marks())
+            self._marking = self.spawn(self._write_marks(), own_context=True)  # every message's writes
 
     async def _write_marks(self) -> None:
         """Write every journaled answer with the done mark of those sent, then every other waiting

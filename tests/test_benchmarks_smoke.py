@@ -3,12 +3,10 @@ its fake APIs speak what the real SDKs expect, and its round-trip counters count
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,34 +123,6 @@ async def test_a_pooled_asyncpg_query_without_statement_cache_is_three_exchanges
         ("postgres", "bind_execute: select $1::int"): 1,
         ("postgres", "query: pool reset"): 1,
     }
-
-
-class Dispatcher:
-    """Named as the bot's dispatcher, so that its writer's coroutine has the real one's name."""
-
-    async def _write_marks(self) -> None:
-        roundtrips.TALLY.note("postgres", "land claims")
-
-
-async def test_a_writer_that_a_message_starts_is_background_even_when_it_ends_first(
-    counting: roundtrips.Tally,
-) -> None:
-    from bot.dispatch import Dispatcher as Real
-
-    assert Real._write_marks.__qualname__ in roundtrips.BACKGROUND
-
-    async def gathered() -> None:
-        roundtrips.TALLY.note("postgres", "select messages")
-
-    tally = roundtrips.TALLY
-    tally.begin(1)
-    writer = asyncio.create_task(Dispatcher()._write_marks())  # started by the message, never awaited by it
-    await asyncio.gather(gathered())
-    await asyncio.sleep(0)
-    assert writer.done()
-    counted = tally.end()
-    assert dict(counted.labels) == {("postgres", "select messages"): 1}
-    assert tally.background(counted.sync) == Counter({"postgres": 1})
 
 
 def test_sql_labels_name_the_verb_and_table() -> None:

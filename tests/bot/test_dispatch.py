@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
+from contextvars import ContextVar
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -361,6 +362,32 @@ async def test_done_marks_are_written_off_the_messages_path_together_and_retried
     assert written == [["m-0", "m-1", "m-2"]] and dispatcher.mark_failures == 0
     assert await db.open_inbox() == []
     assert await dispatcher.drain(5) == 0 and len(replier.sent) == 3
+
+
+TAG: ContextVar[str | None] = ContextVar("test_dispatch_tag", default=None)
+
+
+async def test_the_writer_runs_in_a_context_of_its_own_not_the_message_that_started_it(make_bot: Any) -> None:
+    """The writer lands every message's claims, answers and marks: started by whichever message's
+    claim or mark came first, it must not carry that message's context (the benchmark's round-trip
+    counter tags a message's work by context, as the failover store tags its reads)."""
+    bot: Bot = await make_bot()
+    db = bot.deps.db
+    seen: list[str | None] = []
+    finish = db.finish_inbox
+
+    async def spied(sent: Sequence[Any]) -> None:
+        seen.append(TAG.get())
+        await finish(sent)
+
+    db.finish_inbox = spied
+    dispatcher = Dispatcher(bot.pipeline, {"console": Recording()})
+    inbound = Inbound("console", "1", "1", "m-1", "a question")
+    TAG.set("m-1")
+    assert await dispatcher.claim(inbound)
+    await asyncio.wait_for(dispatcher.run(inbound), 5)
+    await asyncio.wait_for(dispatcher.marks_written(), 5)
+    assert seen == [None] and await db.open_inbox() == []
 
 
 class Slow(Recording):
