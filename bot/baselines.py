@@ -47,33 +47,59 @@ class Asked:
 
 
 @dataclass(slots=True)
-class Tally:
-    """What one bot did with a workload."""
+class Calls:
+    """A bot's AI calls to one model: how many, their cost and the tokens they were billed for."""
 
-    calls: int = 0  # AI calls (answers and summaries)
+    calls: int = 0
     cost: Decimal = ZERO
-    cache_hits: int = 0
-    follow_up_hits: int = 0  # hits on a message that needs its conversation: an answer out of context
-    answered: int = 0  # messages answered by a model or from the cache
     input_tokens: int = 0
     cached_input_tokens: int = 0  # billed at the cached-input price (prompt-prefix cache)
     output_tokens: int = 0
-    refused: int = 0  # messages given no answer because of a budget
-    users_warned: set[str] = field(default_factory=set)
-    users_blocked: set[str] = field(default_factory=set)
-    by_model: dict[str, list[Decimal]] = field(default_factory=dict)  # model -> [calls, cost]
-    month_spend: dict[str, Decimal] = field(default_factory=dict)  # month key -> spend
 
-    def call(self, model: str, usage: Usage, cost: Decimal, month: str) -> None:
+    def add(self, usage: Usage, cost: Decimal) -> None:
         self.calls += 1
         self.cost += cost
         self.input_tokens += usage.input_tokens
         self.cached_input_tokens += usage.cache_read_tokens
         self.output_tokens += usage.output_tokens
-        entry = self.by_model.setdefault(model, [ZERO, ZERO])
-        entry[0] += 1
-        entry[1] += cost
+
+
+@dataclass(slots=True)
+class Tally:
+    """What one bot did with a workload."""
+
+    cache_hits: int = 0
+    follow_up_hits: int = 0  # hits on a message that needs its conversation: an answer out of context
+    answered: int = 0  # messages answered by a model or from the cache
+    refused: int = 0  # messages given no answer because of a budget
+    users_warned: set[str] = field(default_factory=set)
+    users_blocked: set[str] = field(default_factory=set)
+    by_model: dict[str, Calls] = field(default_factory=dict)  # AI calls (answers and summaries) by model
+    month_spend: dict[str, Decimal] = field(default_factory=dict)  # month key -> spend
+
+    def call(self, model: str, usage: Usage, cost: Decimal, month: str) -> None:
+        self.by_model.setdefault(model, Calls()).add(usage, cost)
         self.month_spend[month] = self.month_spend.get(month, ZERO) + cost
+
+    @property
+    def calls(self) -> int:
+        return sum(c.calls for c in self.by_model.values())
+
+    @property
+    def cost(self) -> Decimal:
+        return sum((c.cost for c in self.by_model.values()), ZERO)
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(c.input_tokens for c in self.by_model.values())
+
+    @property
+    def cached_input_tokens(self) -> int:
+        return sum(c.cached_input_tokens for c in self.by_model.values())
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(c.output_tokens for c in self.by_model.values())
 
 
 class _Billing:

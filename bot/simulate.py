@@ -280,7 +280,16 @@ def figures(t: Tally, messages: int, global_limit: Decimal | None) -> dict[str, 
         "users_blocked": len(t.users_blocked),
         "messages_refused": t.refused,
         "global_budget_peak": _peak(t, global_limit),
-        "by_model": {m: {"calls": int(c), "cost_usd": str(v)} for m, (c, v) in sorted(t.by_model.items())},
+        "by_model": {
+            m: {
+                "calls": c.calls,
+                "cost_usd": str(c.cost),
+                "input_tokens": c.input_tokens,
+                "cached_input_tokens": c.cached_input_tokens,
+                "output_tokens": c.output_tokens,
+            }
+            for m, c in sorted(t.by_model.items())
+        },
     }
 
 

@@ -118,6 +118,13 @@ def _table(data: dict[str, Any], stores: str) -> list[Any]:
     ]
     for label, get in rows:
         table.add_row(label, get(data), get(naive), get(plain))
+    models = Table(title="AI calls by model (tokens: input, of them prefix-cached, output)")
+    for column in ("bot", "model", "calls", "input", "cached", "output", "cost"):
+        models.add_column(column, justify="left" if column in ("bot", "model") else "right")
+    for bot, figures in (("pennybot", data), ("naive", naive), ("plain", plain)):
+        for model, m in figures["by_model"].items():
+            models.add_row(bot, model, f"{m['calls']:,}", f"{m['input_tokens']:,}", f"{m['cached_input_tokens']:,}",
+                           f"{m['output_tokens']:,}", usd(m["cost_usd"]))  # fmt: skip
     notes = [
         f"provider: {data['provider']}",
         "models: " + "; ".join(data["models"]),
@@ -129,7 +136,7 @@ def _table(data: dict[str, Any], stores: str) -> list[Any]:
         "limits passed: " + ("none" if not data["limits_passed"] else "; ".join(data["limits_passed"][:5])),
         f"replayed in {data['run_seconds']} s",
     ]
-    return [table, *notes]
+    return [table, models, *notes]
 
 
 @workload_app.command("generate")

@@ -218,6 +218,15 @@ async def test_naive_and_plain_baselines_by_hand(counter: TokenCounter) -> None:
     )
     assert result.plain.cost == plain
     assert (result.plain.calls, result.plain.cache_hits, result.plain.answered) == (3, 1, 4)
+    # Each model's share, with the tokens it was billed for (no prompt here reaches the prefix cache).
+    cheap_in, premium_in = [3 + sys_ + s[0], 3 + sys_ + s[2] + a[0] + s[3]], 3 + sys_ + s[0] + a[0] + s[1]
+    by_model = {m: (c.calls, c.input_tokens, c.cached_input_tokens, c.output_tokens, c.cost)
+                for m, c in result.plain.by_model.items()}  # fmt: skip
+    assert by_model == {
+        "gpt-4o-mini": (2, sum(cheap_in), 0, out[0] + out[3], plain - by_hand(GPT_41, premium_in, out[1])),
+        "gpt-4.1": (1, premium_in, 0, out[1], by_hand(GPT_41, premium_in, out[1])),
+    }
+    assert (result.plain.input_tokens, result.plain.output_tokens) == (sum(cheap_in) + premium_in, sum(out) - out[2])
     # pennybot: both of user 2's spellings are served from the cache (normalized, self-contained).
     pb = result.pennybot
     assert (pb.calls, pb.cache_hits, pb.answered, result.messages) == (2, 2, 4, 5)
@@ -231,14 +240,24 @@ async def test_naive_and_plain_baselines_by_hand(counter: TokenCounter) -> None:
 
 
 async def test_pennybot_cost_is_its_ledger(counter: TokenCounter) -> None:
-    """Every figure comes from the ai_request rows the pipeline wrote, priced at list prices."""
+    """Every figure comes from the ai_request rows the pipeline wrote, priced at list prices: each
+    model's cost is its billed tokens at its list price, and the totals are the models' sums."""
     settings = load_settings(None, database_url="memory://")
     result = await simulate(settings, TINY[:2], counter=counter)
-    [(n1, c1)] = [v for k, v in result.pennybot.by_model.items() if k == "gpt-4o-mini"]
-    [(n2, c2)] = [v for k, v in result.pennybot.by_model.items() if k == "gpt-4.1"]
-    assert (n1, n2) == (1, 1)
-    assert result.pennybot.cost == c1 + c2
-    assert result.pennybot.input_tokens + result.pennybot.output_tokens > 0
+    pb = result.pennybot
+    prices = {"gpt-4o-mini": GPT_4O_MINI, "gpt-4.1": GPT_41}
+    assert {m: c.calls for m, c in pb.by_model.items()} == {"gpt-4o-mini": 1, "gpt-4.1": 1}
+    for model, c in pb.by_model.items():
+        assert c.input_tokens > c.cached_input_tokens == 0 and c.output_tokens > 0
+        assert c.cost == by_hand(prices[model], c.input_tokens, c.output_tokens)
+    assert pb.cost == sum((c.cost for c in pb.by_model.values()), Decimal(0))
+    assert pb.input_tokens == sum(c.input_tokens for c in pb.by_model.values())
+    assert pb.output_tokens == sum(c.output_tokens for c in pb.by_model.values())
+    data = report(result, "tiny")["by_model"]
+    assert data["gpt-4.1"] == {
+        "calls": 1, "cost_usd": str(pb.by_model["gpt-4.1"].cost), "input_tokens": pb.by_model["gpt-4.1"].input_tokens,
+        "cached_input_tokens": 0, "output_tokens": pb.by_model["gpt-4.1"].output_tokens,
+    }  # fmt: skip
 
 
 async def test_budgets_roll_over_at_the_month_and_are_never_passed(counter: TokenCounter) -> None:
@@ -313,6 +332,12 @@ def test_simulate_table_and_errors(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "pennybot simulate" in done.stdout and "cost per message" in done.stdout
     assert "limits passed: none" in done.stdout and "simulated (forced" in done.stdout
+    # AI calls by model: pennybot's two (one each), naive's four on gpt-4.1, plain's 2 + 1.
+    rows = [line.split("│")[1:4] for line in done.stdout.splitlines() if line.startswith("│") and "gpt-" in line]
+    assert [[c.strip() for c in row] for row in rows] == [
+        ["pennybot", "gpt-4.1", "1"], ["pennybot", "gpt-4o-mini", "1"], ["naive", "gpt-4.1", "4"],
+        ["plain", "gpt-4.1", "1"], ["plain", "gpt-4o-mini", "2"],
+    ]  # fmt: skip
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"ts": "2026-11-01T00:00:00Z"}\n')
     done = cli(tmp_path, "simulate", "--workload", str(bad))
